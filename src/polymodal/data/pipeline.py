@@ -1,0 +1,206 @@
+"""The Preprocessor: one object that turns manifest rows into tensors and collates Batches.
+
+It is fitted on the train split, saved with the model and loaded by the predictor, so training,
+evaluation and serving read data the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from polymodal.config import DataConfig
+from polymodal.data.modalities.image import ImagePreprocessor
+from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
+from polymodal.data.modalities.text import TextPreprocessor
+from polymodal.data.quarantine import Quarantine, QuarantinedRow
+from polymodal.data.schema import Batch, Schema, infer_schema, is_absent
+from polymodal.data.sources import LINE_KEY, Manifest, Row, read_manifest
+from polymodal.errors import DataError, RowError
+from polymodal.progress import progress_bar
+from polymodal.train.checkpoint import atomic_write_text
+
+PREPROCESSOR_FILE = "preprocessor.json"
+SPLITS = ("train", "val", "test")
+
+
+class FieldPreprocessor(Protocol):
+    kind: str
+
+    def fit(self, rows: list[Row]) -> None: ...
+
+    def read(self, value: Any, base_dir: Path) -> torch.Tensor: ...
+
+    def collate(self, items: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def encoder_args(self) -> dict[str, Any]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPreprocessor:
+    spec = schema.fields[name]
+    if spec.kind == "image":
+        return ImagePreprocessor(name, data.image.size, data.image.mean, data.image.std)
+    if spec.kind == "text":
+        t = data.text
+        return TextPreprocessor(name, t.tokenizer, t.max_length, t.min_freq, t.max_vocab)
+    if spec.kind == "tabular":
+        numeric = spec.numeric if spec.numeric or spec.categorical else [name]
+        return TabularPreprocessor(numeric, spec.categorical)
+    return LabelPreprocessor(name, spec.labels)
+
+
+_FROM_STATE = {
+    "image": ImagePreprocessor.from_state,
+    "text": TextPreprocessor.from_state,
+    "tabular": TabularPreprocessor.from_state,
+    "label": LabelPreprocessor.from_state,
+}
+
+Example = dict[str, Any]  # field -> tensor or None (absent), plus LINE_KEY
+
+
+class Preprocessor:
+    """Per-field preprocessors for a schema."""
+
+    def __init__(self, schema: Schema, fields: dict[str, FieldPreprocessor]) -> None:
+        self.schema = schema
+        self.fields = dict(sorted(fields.items()))
+
+    @classmethod
+    def build(cls, schema: Schema, data: DataConfig) -> Preprocessor:
+        return cls(schema, {name: _field_preprocessor(name, schema, data) for name in schema.fields})
+
+    def fit(self, rows: list[Row]) -> Preprocessor:
+        for pre in self.fields.values():
+            pre.fit(rows)
+        return self
+
+    def _value(self, name: str, row: Row) -> Any:
+        pre = self.fields[name]
+        if isinstance(pre, TabularPreprocessor):
+            values = {c: row.get(c) for c in pre.columns}
+            return None if all(is_absent(v) for v in values.values()) else values
+        value = row.get(name)
+        return None if is_absent(value) else value
+
+    def example(self, row: Row, base_dir: Path) -> Example:
+        """Tensors for one row; raises RowError (with the field in ``field``) on a bad value."""
+        out: Example = {LINE_KEY: row.get(LINE_KEY, 0)}
+        for name, pre in self.fields.items():
+            value = self._value(name, row)
+            try:
+                out[name] = None if value is None else pre.read(value, base_dir)
+            except RowError as err:
+                err.field = name  # type: ignore[attr-defined]
+                raise
+        return out
+
+    def examples(
+        self, rows: list[Row], base_dir: Path, quarantine: Quarantine, source: str, label: str = ""
+    ) -> list[Example]:
+        """Read every row; a bad row is quarantined with its reason and the rest go on."""
+        out = []
+        for row in progress_bar(rows, f"reading {label or source}"):
+            try:
+                out.append(self.example(row, base_dir))
+            except RowError as err:
+                field = getattr(err, "field", None)
+                line = int(row.get(LINE_KEY, 0))
+                quarantine.add(QuarantinedRow(source, line, err.reason, err.detail, field))
+        return out
+
+    def collate(self, examples: list[Example]) -> Batch:
+        values, present, lengths = {}, {}, {}
+        for name, pre in self.fields.items():
+            items = [ex.get(name) for ex in examples]
+            values[name], length = pre.collate(items)
+            present[name] = torch.tensor([x is not None for x in items], dtype=torch.bool)
+            if length is not None:
+                lengths[name] = length
+        return Batch(values, present, lengths, [int(ex[LINE_KEY]) for ex in examples])
+
+    def encoder_args(self, name: str) -> dict[str, Any]:
+        return self.fields[name].encoder_args()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema.to_dict(),
+            "fields": {name: pre.state() for name, pre in self.fields.items()},
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        text = json.dumps(self.state(), ensure_ascii=False, indent=1)
+        return atomic_write_text(Path(directory) / PREPROCESSOR_FILE, text)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Preprocessor:
+        path = Path(directory) / PREPROCESSOR_FILE
+        if not path.is_file():
+            raise DataError(f"{path} is missing; is {directory} a model saved by polymodal?")
+        state = json.loads(path.read_text(encoding="utf-8"))
+        schema = Schema.from_dict(state["schema"])
+        fields = {
+            name: _FROM_STATE[schema.fields[name].kind](name, field_state)
+            for name, field_state in state["fields"].items()
+        }
+        return cls(schema, fields)
+
+
+@dataclass
+class PreparedData:
+    """A manifest read, split, fitted and turned into examples, with what was quarantined."""
+
+    manifest: Manifest
+    schema: Schema
+    preprocessor: Preprocessor
+    splits: dict[str, list[Example]]
+    quarantine: Quarantine
+    schema_inferred: bool
+
+
+def split_rows(rows: list[Row], data: DataConfig, seed: int) -> dict[str, list[Row]]:
+    """Use the manifest's split column, or a seeded random split by the configured fractions."""
+    column = data.split_column
+    if any(column in row for row in rows):
+        splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
+        for row in rows:
+            name = str(row.get(column, "train"))
+            splits.setdefault(name, []).append(row)
+        return splits
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val, n_test = round(len(rows) * data.val_fraction), round(len(rows) * data.test_fraction)
+    picked = {
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test],
+        "train": order[n_val + n_test :],
+    }
+    return {name: [rows[i] for i in sorted(idx)] for name, idx in picked.items()}
+
+
+def prepare_data(
+    data: DataConfig, seed: int = 0, preprocessor: Preprocessor | None = None
+) -> PreparedData:
+    """Read the manifest, settle the schema, fit on train (unless given), read every split."""
+    quarantine = Quarantine(strict=data.strict)
+    manifest = read_manifest(data.manifest, quarantine)
+    splits = split_rows(manifest.rows, data, seed)
+    if not splits["train"] and preprocessor is None:
+        raise DataError(f"{data.manifest}: no rows in the train split (column '{data.split_column}')")
+    inferred = preprocessor is None and data.fields is None
+    if preprocessor is None:
+        schema = Schema(dict(data.fields)) if data.fields else infer_schema(splits["train"], data.target)
+        preprocessor = Preprocessor.build(schema, data).fit(splits["train"])
+    source = str(manifest.path)
+    examples = {
+        name: preprocessor.examples(rows, manifest.base_dir, quarantine, source, name)
+        for name, rows in splits.items()
+    }
+    return PreparedData(manifest, preprocessor.schema, preprocessor, examples, quarantine, inferred)

@@ -1,0 +1,157 @@
+"""Fields, their modality kinds and roles, and the Batch every stage passes along."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, model_validator
+
+Kind = Literal["image", "text", "tabular", "label"]
+Role = Literal["input", "target"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TARGET_NAMES = ("label", "labels", "target", "class", "y")
+IGNORED_COLUMNS = ("id", "split")
+
+
+class FieldSpec(BaseModel):
+    """One field of a sample: its modality kind, its role and, for tabular fields, its columns.
+
+    A tabular field groups manifest columns (``numeric`` and ``categorical``); every other kind
+    reads the manifest column with the field's own name. A label field may fix its label set.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind
+    role: Role = "input"
+    numeric: list[str] = []
+    categorical: list[str] = []
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.kind != "tabular" and (self.numeric or self.categorical):
+            raise ValueError("'numeric' and 'categorical' columns only apply to kind 'tabular'")
+        if self.kind != "label" and self.labels is not None:
+            raise ValueError("'labels' only applies to kind 'label'")
+        return self
+
+
+@dataclass
+class Schema:
+    """The fields of a dataset, keyed by field name (iterated in sorted order)."""
+
+    fields: dict[str, FieldSpec]
+
+    def __post_init__(self) -> None:
+        self.fields = dict(sorted(self.fields.items()))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [name for name, spec in self.fields.items() if spec.role == "input"]
+
+    @property
+    def targets(self) -> list[str]:
+        return [name for name, spec in self.fields.items() if spec.role == "target"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: spec.model_dump(exclude_defaults=True) for name, spec in self.fields.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schema:
+        return cls({name: FieldSpec.model_validate(spec) for name, spec in data.items()})
+
+
+def is_absent(value: Any) -> bool:
+    """A value that counts as missing: None, NaN or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _infer_kind(name: str, values: list[Any], target: str | None) -> FieldSpec | None:
+    if not values or any(isinstance(v, list | dict) for v in values):
+        return None
+    if name == target or (target is None and name.lower() in TARGET_NAMES):
+        return FieldSpec(kind="label", role="target")
+    if all(_is_number(v) for v in values):
+        return FieldSpec(kind="tabular", numeric=[name])
+    texts = [str(v) for v in values]
+    if sum(t.lower().endswith(IMAGE_SUFFIXES) for t in texts) >= 0.9 * len(texts):
+        return FieldSpec(kind="image")
+    distinct = len(set(texts))
+    words = sum(len(t.split()) for t in texts) / len(texts)
+    if words <= 2 and distinct <= max(20, len(texts) // 20):
+        return FieldSpec(kind="tabular", categorical=[name])
+    return FieldSpec(kind="text")
+
+
+def infer_schema(rows: Iterable[Mapping[str, Any]], target: str | None = None) -> Schema:
+    """Guess each column's kind from its values.
+
+    Image paths (by suffix), numbers (numeric tabular), short low-cardinality strings
+    (categorical tabular), other strings (text). The column named ``target``, or else one named
+    like ``label``, becomes the classification target. ``id``, ``split`` and nested values
+    (lists, objects) are skipped.
+    """
+    columns: dict[str, list[Any]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("_") or key in IGNORED_COLUMNS:
+                continue
+            bucket = columns.setdefault(key, [])
+            if not is_absent(value):
+                bucket.append(value)
+    fields = {}
+    for name, values in columns.items():
+        spec = _infer_kind(name, values, target)
+        if spec is not None:
+            fields[name] = spec
+    return Schema(fields)
+
+
+@dataclass
+class Batch:
+    """Collated tensors keyed by field name.
+
+    ``values[f]`` holds the field's tensor (zeros where absent), ``present[f]`` a (B,) bool mask,
+    ``lengths[f]`` the token count of sequence fields, ``rows`` the manifest row numbers.
+    """
+
+    values: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.present.values())))
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = {k: v.to(device) for k, v in self.values.items()}
+        return Batch(
+            move,
+            {k: v.to(device) for k, v in self.present.items()},
+            {k: v.to(device) for k, v in self.lengths.items()},
+            self.rows,
+        )

@@ -1,0 +1,28 @@
+"""Errors for user mistakes: each names the field or file at fault and what to do."""
+
+from __future__ import annotations
+
+
+class PolymodalError(Exception):
+    """Base class for every mistake a user can fix; the CLI prints it and exits with code 2."""
+
+
+class ConfigError(PolymodalError):
+    """A config key, value or override is wrong."""
+
+
+class DataError(PolymodalError):
+    """A manifest, a row or a field value cannot be read."""
+
+
+class ModelError(PolymodalError):
+    """A saved model directory is missing files or does not match its config."""
+
+
+class RowError(DataError):
+    """One row's field cannot be used; the row is quarantined under ``reason``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,1 @@
+"""Encoders, fusion methods and the MultimodalModel that composes them with task heads."""

@@ -1,0 +1,70 @@
+"""Fusion methods: each maps ``{field: Encoded}`` + presence masks to one (B, dim) vector.
+
+Every method works when any modality is absent for any row, and its output never depends on
+an absent input's values. Fields are always visited in sorted order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from polymodal.models.encoders.base import Encoded
+
+
+class Concat(nn.Module):
+    """Concatenate pooled vectors (zeroed where absent) and presence flags, then project."""
+
+    def __init__(self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        width = sum(input_dims.values()) + len(self.fields)
+        self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = dim
+
+    def forward(self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        for name in self.fields:
+            mask = present[name].unsqueeze(-1).to(encoded[name].pooled.dtype)
+            parts += [encoded[name].pooled * mask, mask]
+        return self.project(torch.cat(parts, dim=-1))
+
+
+class Attention(nn.Module):
+    """A weighted sum of projected pooled vectors, with learned weights over the present fields.
+
+    ``modality_weights`` exposes the (B, M) weights (fields in sorted order; 0 for absent ones).
+    A row with no field present fuses to zeros.
+    """
+
+    def __init__(self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
+        self.out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = dim
+
+    def _project(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        return torch.stack([self.project[f](encoded[f].pooled) for f in self.fields], dim=1)
+
+    def _weights(self, projected: torch.Tensor, present: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = torch.stack([present[f] for f in self.fields], dim=1)  # (B, M)
+        scores = self.score(projected).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)
+        return torch.nan_to_num(weights, nan=0.0)  # rows with nothing present: all -inf -> NaN
+
+    def modality_weights(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return self._weights(self._project(encoded), present)
+
+    def forward(self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        projected = self._project(encoded)
+        mask = torch.stack([present[f] for f in self.fields], dim=1).unsqueeze(-1)
+        projected = projected.masked_fill(~mask, 0.0)  # absent values cannot leak in
+        weights = self._weights(projected, present)
+        return self.out((weights.unsqueeze(-1) * projected).sum(1))
+
+
+FUSIONS: dict[str, type[nn.Module]] = {"concat": Concat, "attention": Attention}

@@ -1,0 +1,157 @@
+"""MultimodalModel: encoders per field, a fusion, task heads; saved as safetensors + JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from polymodal import __version__
+from polymodal.config import DEFAULT_ENCODERS, ClassifyConfig, ModelConfig, RetrieveConfig
+from polymodal.data.pipeline import Preprocessor
+from polymodal.data.schema import Batch
+from polymodal.errors import ConfigError, ModelError
+from polymodal.models.encoders import ENCODERS, Encoded
+from polymodal.models.fusion import FUSIONS
+from polymodal.tasks import Classify, Retrieve, Task
+from polymodal.train.checkpoint import atomic_write, atomic_write_text
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_FOR_KIND = {"image": "cnn", "text": "transformer", "tabular": "mlp"}
+
+
+class MultimodalModel(nn.Module):
+    """``encoders`` (one per input field) -> ``fusion`` -> ``tasks``; carries its preprocessor."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        preprocessor: Preprocessor,
+        encoders: dict[str, nn.Module],
+        fusion: nn.Module | None,
+        tasks: dict[str, Task],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocessor = preprocessor
+        self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
+        self.fusion = fusion
+        self.tasks = nn.ModuleDict(tasks)
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.encoders)
+
+    def encode(self, batch: Batch) -> dict[str, Encoded]:
+        return {
+            name: encoder(batch.values[name], batch.lengths.get(name))
+            for name, encoder in self.encoders.items()
+        }
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        """Each task's outputs, keyed by task name."""
+        encoded = self.encode(batch)
+        present = {name: batch.present[name] for name in self.encoders}
+        fused = self.fusion(encoded, present) if self.fusion is not None else None
+        return {name: task(fused, encoded, present) for name, task in self.tasks.items()}
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted sum of the task losses, and each task's loss value."""
+        outputs = self(batch)
+        parts = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
+        weights = {_task_name(t): t.weight for t in self.config.tasks}
+        total = sum(weights[name] * value for name, value in parts.items())
+        return total, {name: float(value) for name, value in parts.items()}  # type: ignore[return-value]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, model.safetensors and preprocessor.json (each atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        self.preprocessor.save(directory)
+        meta = {"format": "polymodal", "version": __version__,
+                "model": self.config.model_dump(mode="json")}
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> MultimodalModel:
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise ModelError(f"{directory / name} is missing; pass a directory written by "
+                                 "save_pretrained (a run's best/ folder)")
+        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = ModelConfig.model_validate(meta["model"])
+        model = build_model(config, Preprocessor.load(directory))
+        state = load_file(str(directory / WEIGHTS_FILE), device=device)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelError(f"{directory / WEIGHTS_FILE} does not match config.json "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model.to(device).eval()
+
+
+def _task_name(config: ClassifyConfig | RetrieveConfig) -> str:
+    if isinstance(config, ClassifyConfig):
+        return f"classify_{config.target}"
+    return f"retrieve_{config.query}_{config.gallery}"
+
+
+def _check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple[str, ...]) -> None:
+    fields = preprocessor.schema.fields
+    if name not in fields:
+        raise ConfigError(f"{where}: field '{name}' is not in the data (fields: {', '.join(fields)})")
+    if fields[name].kind not in kinds:
+        raise ConfigError(f"{where}: field '{name}' is {fields[name].kind}; expected {' or '.join(kinds)}")
+
+
+def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalModel:
+    """Construct encoders, fusion and tasks for the fields the preprocessor knows."""
+    schema = preprocessor.schema
+    inputs = config.inputs if config.inputs is not None else schema.inputs
+    if not inputs:
+        raise ConfigError("model.inputs: no input fields; name at least one")
+    encoders: dict[str, nn.Module] = {}
+    for name in inputs:
+        _check_field(preprocessor, name, "model.inputs", ("image", "text", "tabular"))
+        kind = schema.fields[name].kind
+        enc_config = config.encoders.get(name) or DEFAULT_ENCODERS[kind]()
+        if enc_config.type != ENCODER_FOR_KIND[kind]:
+            raise ConfigError(f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
+                              f"{kind} field '{name}'; use type '{ENCODER_FOR_KIND[kind]}'")
+        options = enc_config.model_dump(exclude={"type"})
+        encoders[name] = ENCODERS[enc_config.type](**preprocessor.encoder_args(name), **options)
+    unknown = sorted(set(config.encoders) - set(inputs))
+    if unknown:
+        raise ConfigError(f"model.encoders: {unknown} are not model inputs ({', '.join(inputs)})")
+
+    needs_fusion = any(isinstance(t, ClassifyConfig) for t in config.tasks)
+    fusion = None
+    if needs_fusion:
+        dims = {name: enc.output_dim for name, enc in encoders.items()}
+        fusion = FUSIONS[config.fusion.type](dims, config.fusion.dim, config.fusion.dropout)
+    tasks: dict[str, Task] = {}
+    for i, task in enumerate(config.tasks):
+        where = f"model.tasks.{i}"
+        if isinstance(task, ClassifyConfig):
+            _check_field(preprocessor, task.target, where, ("label",))
+            labels = preprocessor.fields[task.target].labels  # type: ignore[attr-defined]
+            tasks[_task_name(task)] = Classify(
+                task.target, labels, fusion.output_dim, task.hidden, task.dropout
+            )
+        else:
+            for side in (task.query, task.gallery):
+                if side not in encoders:
+                    raise ConfigError(f"{where}: '{side}' must be a model input ({', '.join(inputs)})")
+            tasks[_task_name(task)] = Retrieve(
+                task.query, task.gallery, encoders[task.query].output_dim,
+                encoders[task.gallery].output_dim, task.dim, task.temperature,
+            )
+    return MultimodalModel(config, preprocessor, encoders, fusion, tasks)

@@ -1,0 +1,58 @@
+"""Classification of a label field from the fused representation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polymodal.data.schema import Batch
+from polymodal.evaluate.classification import classification_scores
+from polymodal.models.encoders.base import Encoded
+from polymodal.tasks.base import Task
+
+
+class Classify(Task):
+    """MLP head -> logits; cross-entropy over rows whose label is present."""
+
+    main_metric = "accuracy"
+
+    def __init__(
+        self, target: str, labels: list[str], in_dim: int, hidden: int = 256, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.labels = list(labels)
+        self.head = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(labels))
+        )
+
+    def forward(
+        self, fused: torch.Tensor | None, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert fused is not None
+        return self.head(fused)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        keep = batch.present[self.target]
+        if not keep.any():
+            return outputs.sum() * 0.0
+        return F.cross_entropy(outputs[keep], batch.values[self.target][keep])
+
+    def collect(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        keep = batch.present[self.target]
+        return {"probs": outputs[keep].softmax(-1), "targets": batch.values[self.target][keep]}
+
+    def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, Any]:
+        scores = classification_scores(collected["targets"], collected["probs"])
+        scores["labels"] = self.labels
+        return scores
+
+    def postprocess(self, outputs: torch.Tensor, index: int) -> dict[str, Any]:
+        probs = outputs[index].softmax(-1)
+        return {
+            "label": self.labels[int(probs.argmax())],
+            "probabilities": {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
+        }

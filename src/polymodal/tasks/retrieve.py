@@ -1,0 +1,81 @@
+"""Cross-modal retrieval: a joint embedding of two fields learned with symmetric InfoNCE."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polymodal.data.schema import Batch
+from polymodal.evaluate.retrieval import retrieval_scores
+from polymodal.losses import info_nce
+from polymodal.models.encoders.base import Encoded
+from polymodal.tasks.base import Task
+
+MAX_LOGIT_SCALE = math.log(100.0)  # the temperature is learned but never below 0.01 (as CLIP)
+
+
+class Retrieve(Task):
+    """Projects the ``query`` and ``gallery`` fields' pooled vectors into one space."""
+
+    uses_fusion = False
+    main_metric = "mean_recall"
+
+    def __init__(
+        self, query: str, gallery: str, query_dim: int, gallery_dim: int, dim: int = 128,
+        temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.query, self.gallery = query, gallery
+        self.query_proj = nn.Linear(query_dim, dim)
+        self.gallery_proj = nn.Linear(gallery_dim, dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
+
+    def forward(
+        self, fused: torch.Tensor | None, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "query": F.normalize(self.query_proj(encoded[self.query].pooled), dim=-1),
+            "gallery": F.normalize(self.gallery_proj(encoded[self.gallery].pooled), dim=-1),
+            "query_present": present[self.query],
+            "gallery_present": present[self.gallery],
+        }
+
+    def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        keep = outputs["query_present"] & outputs["gallery_present"]
+        if keep.sum() < 2:
+            return outputs["query"].sum() * 0.0
+        return info_nce(outputs["query"][keep], outputs["gallery"][keep], self.logit_scale)
+
+    def collect(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        keep = outputs["query_present"] & outputs["gallery_present"]
+        return {"query": outputs["query"][keep], "gallery": outputs["gallery"][keep]}
+
+    def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, Any]:
+        similarity = collected["query"] @ collected["gallery"].T
+        raw = retrieval_scores(similarity)
+        forward, backward = f"{self.query}_to_{self.gallery}", f"{self.gallery}_to_{self.query}"
+        scores: dict[str, Any] = {
+            forward: raw["image_to_text"],
+            backward: raw["text_to_image"],
+            "gallery_size": len(similarity),
+        }
+        recalls = [v for d in (forward, backward) for k, v in scores[d].items() if k.startswith("R@")]
+        scores["mean_recall"] = sum(recalls) / len(recalls)
+        scores["temperature"] = float(1.0 / self.logit_scale)
+        return scores
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], index: int) -> dict[str, Any]:
+        sides = ((self.query, "query"), (self.gallery, "gallery"))
+        return {
+            f"{field}_embedding": outputs[side][index].tolist()
+            for field, side in sides
+            if outputs[f"{side}_present"][index]
+        }

@@ -1,0 +1,80 @@
+"""A whole run from a config: data, model, training, test evaluation, files in the run dir."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polymodal.config import RunConfig, dump_config
+from polymodal.data.pipeline import PreparedData, prepare_data
+from polymodal.evaluate.evaluator import evaluate_model
+from polymodal.models.model import MultimodalModel, build_model
+from polymodal.train.checkpoint import atomic_write_text
+from polymodal.train.trainer import Trainer, TrainResult, seed_everything
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_dir: Path
+    test: dict[str, dict[str, Any]]
+    train: TrainResult
+    data: PreparedData
+
+
+def describe_data(data: PreparedData) -> list[str]:
+    """Lines on the schema (and whether it was inferred), split sizes and quarantined rows."""
+    how = "inferred" if data.schema_inferred else "from the config"
+    lines = [f"schema ({how}):"]
+    for name, spec in data.schema.fields.items():
+        columns = spec.numeric + spec.categorical
+        extra = f" columns={columns}" if columns and columns != [name] else ""
+        lines.append(f"  {name}: {spec.kind} ({spec.role}){extra}")
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    lines.append(f"rows: {sizes}")
+    if len(data.quarantine):
+        counts = ", ".join(f"{reason} {n}" for reason, n in data.quarantine.counts().items())
+        lines.append(f"quarantined {len(data.quarantine)} rows: {counts}")
+    return lines
+
+
+def write_json(path: Path, value: Any) -> Path:
+    return atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
+
+
+def run_training(config: RunConfig, log: Log = print, data: PreparedData | None = None) -> RunResult:
+    """Train per ``config``; writes config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
+
+    ``data`` reuses data already prepared for the same ``config.data`` (several runs, one read).
+    """
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    data = data or prepare_data(config.data, config.seed)
+    for line in describe_data(data):
+        log(line)
+    if len(data.quarantine):
+        log(f"quarantined rows and reasons: {data.quarantine.write(run_dir / 'quarantine.jsonl')}")
+    seed_everything(config.seed)
+    model = build_model(config.model, data.preprocessor)
+    trainer = Trainer(
+        model, data.splits["train"], data.splits.get("val", []), config.train, run_dir,
+        config.seed, log,
+    )
+    result = trainer.fit()
+    best = MultimodalModel.from_pretrained(result.best_dir)
+    test = evaluate_model(best, data.splits.get("test", []))
+    write_json(run_dir / "results.json", {
+        "name": config.name,
+        "best_epoch": result.best_epoch,
+        "val_score": result.best_score,
+        "test": test,
+        "train_seconds": round(result.seconds, 3),
+        "quarantined": data.quarantine.counts(),
+    })
+    return RunResult(run_dir, result.best_dir, test, result, data)
