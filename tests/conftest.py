@@ -23,14 +23,16 @@ def tiny_manifest(tmp_path: Path) -> Path:
     for i in range(24):
         colour = "red" if i % 2 == 0 else "blue"
         write_png(tmp_path / "img" / f"{i}.png", COLOURS[colour])
-        rows.append({
-            "id": str(i),
-            "split": "train" if i < 16 else ("val" if i < 20 else "test"),
-            "image": f"img/{i}.png",
-            "text": f"a {colour} square number {i}",
-            "price": float(i),
-            "label": colour,
-        })
+        rows.append(
+            {
+                "id": str(i),
+                "split": "train" if i < 16 else ("val" if i < 20 else "test"),
+                "image": f"img/{i}.png",
+                "text": f"a {colour} square number {i}",
+                "price": float(i),
+                "label": colour,
+            }
+        )
     path = tmp_path / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path

@@ -25,8 +25,9 @@ def _console() -> Any:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from polymodal.data.shapeworld import generate
 
-    manifest = generate(args.out, n=args.n, seed=args.seed, image_size=args.image_size,
-                        progress=not args.quiet)
+    manifest = generate(
+        args.out, n=args.n, seed=args.seed, image_size=args.image_size, progress=not args.quiet
+    )
     print(f"wrote {args.n} scenes: {manifest}")
     return 0
 
@@ -34,8 +35,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from polymodal.data.inspection import inspect_manifest, render_inspection
 
-    report = inspect_manifest(args.manifest, config=args.config, target=args.target,
-                              labels=args.labels, quarantine_path=args.quarantine)
+    report = inspect_manifest(
+        args.manifest,
+        config=args.config,
+        target=args.target,
+        labels=args.labels,
+        quarantine_path=args.quarantine,
+    )
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:
@@ -114,14 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--config", help="a run config whose data section (fields, labels) applies")
     ins.add_argument("--target", help="the target column, when fields are inferred")
     ins.add_argument("--labels", help="comma-separated label set for the target")
-    ins.add_argument("--quarantine", help="where to write quarantined rows (default: beside the manifest)")
+    ins.add_argument(
+        "--quarantine", help="where to write quarantined rows (default: beside the manifest)"
+    )
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.set_defaults(func=_cmd_inspect)
 
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     train.add_argument("--strict", action="store_true", help="any bad row is an error")
     train.set_defaults(func=_cmd_train)
 

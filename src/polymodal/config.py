@@ -81,7 +81,7 @@ DEFAULT_ENCODERS: dict[str, type[BaseModel]] = {
 
 
 class FusionConfig(Strict):
-    type: Literal["concat", "attention"] = "concat"
+    type: Literal["concat", "attention", "low_rank_tensor"] = "concat"
     dim: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -166,7 +166,9 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
             current = typing.get_args(containers[0])[-1]
             continue
         models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        tagged = [m for m in models if "type" in m.model_fields and m.model_fields["type"].default == part]
+        tagged = [
+            m for m in models if "type" in m.model_fields and m.model_fields["type"].default == part
+        ]
         if not tagged:
             return None, ".".join(shown)
         current = tagged[0]  # pydantic names the discriminator's value in the location
@@ -194,7 +196,9 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {dotted}: '{part}' is not an index of a {len(node)}-item list")
+                raise ConfigError(
+                    f"--set {dotted}: '{part}' is not an index of a {len(node)}-item list"
+                )
             key: Any = int(part)
         elif isinstance(node, dict):
             key = part

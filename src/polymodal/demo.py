@@ -22,14 +22,14 @@ STATEMENT_VARIANTS = {  # results key -> the inputs the classifier reads
 }
 
 
-def packaged_config(name: str, manifest: Path, out_dir: Path, **changes: Any) -> RunConfig:
+def packaged_config(config: str, manifest: Path, out_dir: Path, **changes: Any) -> RunConfig:
     """One of the YAML configs shipped in ``polymodal/configs``, pointed at ``manifest``."""
-    text = resources.files("polymodal.configs").joinpath(f"{name}.yaml").read_text("utf-8")
+    text = resources.files("polymodal.configs").joinpath(f"{config}.yaml").read_text("utf-8")
     raw = yaml.safe_load(text)
     raw["data"]["manifest"] = str(manifest)
     raw["train"]["out_dir"] = str(out_dir)
     raw.update(changes)
-    return validate(raw, f"packaged config {name}")
+    return validate(raw, f"packaged config {config}")
 
 
 def _say(console: Any, prefix: str) -> Any:
@@ -44,7 +44,9 @@ def run_demo(out: Path, n: int = 5000, seed: int = 0) -> dict[str, Any]:
     console = Console(highlight=False)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]polymodal demo[/bold]: generating {n} ShapeWorld scenes in {out / 'data'}")
+    console.print(
+        f"[bold]polymodal demo[/bold]: generating {n} ShapeWorld scenes in {out / 'data'}"
+    )
     manifest = generate(out / "data", n=n, seed=seed)
     runs_dir = out / "runs"
 
@@ -66,18 +68,29 @@ def run_demo(out: Path, n: int = 5000, seed: int = 0) -> dict[str, Any]:
     scores = retrieval_run.test["retrieve_image_caption"]
     retrieval = {
         "gallery_size": scores["gallery_size"],
-        "image_to_text": {k: v for k, v in scores["image_to_caption"].items() if k.startswith("R@")},
-        "text_to_image": {k: v for k, v in scores["caption_to_image"].items() if k.startswith("R@")},
-        "median_rank": {"image_to_text": scores["image_to_caption"]["median_rank"],
-                        "text_to_image": scores["caption_to_image"]["median_rank"]},
+        "image_to_text": {
+            k: v for k, v in scores["image_to_caption"].items() if k.startswith("R@")
+        },
+        "text_to_image": {
+            k: v for k, v in scores["caption_to_image"].items() if k.startswith("R@")
+        },
+        "median_rank": {
+            "image_to_text": scores["image_to_caption"]["median_rank"],
+            "text_to_image": scores["caption_to_image"]["median_rank"],
+        },
     }
     results = {
         "statement_matching": statement,
         "retrieval": retrieval,
-        "models": {name: str(run.model_dir) for name, run in
-                   {**runs, "retrieval": retrieval_run}.items()},
-        "data": {"manifest": str(manifest), "scenes": n, "seed": seed,
-                 "test_rows": len(shared_data.splits["test"]) if shared_data else 0},
+        "models": {
+            name: str(run.model_dir) for name, run in {**runs, "retrieval": retrieval_run}.items()
+        },
+        "data": {
+            "manifest": str(manifest),
+            "scenes": n,
+            "seed": seed,
+            "test_rows": len(shared_data.splits["test"]) if shared_data else 0,
+        },
         "seconds": round(time.perf_counter() - start, 1),
     }
     write_json(out / "results.json", results)
@@ -86,14 +99,20 @@ def run_demo(out: Path, n: int = 5000, seed: int = 0) -> dict[str, Any]:
     table.add_column("model")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    labels = {"accuracy": "image + text (fused)", "accuracy_text_only": "text only",
-              "accuracy_image_only": "image only"}
+    labels = {
+        "accuracy": "image + text (fused)",
+        "accuracy_text_only": "text only",
+        "accuracy_image_only": "image only",
+    }
     for key, value in statement.items():
         table.add_row(f"statement matching, {labels[key]}", "accuracy", f"{value:.3f}")
     for direction in ("image_to_text", "text_to_image"):
         for k, v in retrieval[direction].items():
-            table.add_row(f"retrieval {direction.replace('_', ' ')} "
-                          f"(gallery {retrieval['gallery_size']})", k, f"{v:.3f}")
+            table.add_row(
+                f"retrieval {direction.replace('_', ' ')} (gallery {retrieval['gallery_size']})",
+                k,
+                f"{v:.3f}",
+            )
     console.print(table)
     for name, path in results["models"].items():
         console.print(f"saved model [bold]{name}[/bold]: {path}")

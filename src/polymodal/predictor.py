@@ -34,11 +34,15 @@ class Predictor:
         examples: list[Example] = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise DataError(f"row {i}: expected an object of field values, got {type(row).__name__}")
+                raise DataError(
+                    f"row {i}: expected an object of field values, got {type(row).__name__}"
+                )
             present = [name for name in inputs if row.get(name) not in (None, "")]
             if not present:
-                raise DataError(f"row {i}: none of the model's input fields is given; "
-                                f"expected some of: {', '.join(inputs)}")
+                raise DataError(
+                    f"row {i}: none of the model's input fields is given; "
+                    f"expected some of: {', '.join(inputs)}"
+                )
             given = {k: v for k, v in row.items() if k in inputs}  # targets are not read here
             try:
                 examples.append(self.model.preprocessor.example(given, base_dir))
@@ -57,7 +61,9 @@ class Predictor:
             for i in range(count)
         ]
 
-    def predict(self, rows: list[dict[str, Any]], base_dir: str | Path = ".") -> list[dict[str, Any]]:
+    def predict(
+        self, rows: list[dict[str, Any]], base_dir: str | Path = "."
+    ) -> list[dict[str, Any]]:
         batch = self.preprocess(rows, Path(base_dir))
         return self.postprocess(self._forward(batch), len(rows))
 

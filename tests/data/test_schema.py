@@ -12,14 +12,27 @@ from polymodal.data.schema import FieldSpec, Schema, infer_schema, is_absent
 
 def test_infer_schema_kinds():
     rows = [
-        {"id": str(i), "split": "train", "photo": f"a/{i}.jpg", "caption": f"a long caption {i}",
-         "price": i * 1.5, "brand": ["acme", "zeta"][i % 2], "label": "x", "tags": ["a"]}
+        {
+            "id": str(i),
+            "split": "train",
+            "photo": f"a/{i}.jpg",
+            "caption": f"a long caption {i}",
+            "price": i * 1.5,
+            "brand": ["acme", "zeta"][i % 2],
+            "label": "x",
+            "tags": ["a"],
+        }
         for i in range(40)
     ]
     schema = infer_schema(rows)
     kinds = {name: spec.kind for name, spec in schema.fields.items()}
-    assert kinds == {"brand": "tabular", "caption": "text", "label": "label",
-                     "photo": "image", "price": "tabular"}
+    assert kinds == {
+        "brand": "tabular",
+        "caption": "text",
+        "label": "label",
+        "photo": "image",
+        "price": "tabular",
+    }
     assert schema.fields["brand"].categorical == ["brand"]
     assert schema.fields["price"].numeric == ["price"]
     assert schema.targets == ["label"] and "tags" not in schema.fields
@@ -42,12 +55,14 @@ def test_field_spec_rejects_misplaced_options():
 
 
 def test_collate_with_missing_fields(tiny_manifest):
-    schema = Schema({
-        "image": FieldSpec(kind="image"),
-        "text": FieldSpec(kind="text"),
-        "price": FieldSpec(kind="tabular", numeric=["price"]),
-        "label": FieldSpec(kind="label", role="target"),
-    })
+    schema = Schema(
+        {
+            "image": FieldSpec(kind="image"),
+            "text": FieldSpec(kind="text"),
+            "price": FieldSpec(kind="tabular", numeric=["price"]),
+            "label": FieldSpec(kind="label", role="target"),
+        }
+    )
     data = DataConfig(manifest=tiny_manifest, image={"size": 8})
     rows = [
         {"image": "img/0.png", "text": "a red square", "price": 1.0, "label": "red"},

@@ -17,7 +17,10 @@ def test_jsonl_bad_lines_are_quarantined(tmp_path: Path):
     assert [r["a"] for r in manifest.rows] == [1, 2]
     assert [r["_line"] for r in manifest.rows] == [1, 6]
     assert [(q.line, q.reason) for q in quarantine.rows] == [
-        (2, "malformed row"), (3, "malformed row"), (4, "undecodable text")]
+        (2, "malformed row"),
+        (3, "malformed row"),
+        (4, "undecodable text"),
+    ]
 
 
 def test_csv_rows_and_empty_cells(tmp_path: Path):
@@ -39,11 +42,14 @@ def test_strict_quarantine_raises(tmp_path: Path):
         read_manifest(path, Quarantine(strict=True))
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("missing.jsonl", None, "does not exist"),
-    ("m.txt", "x", "unknown format"),
-    ("m.jsonl", "\n\n", "no readable rows"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("missing.jsonl", None, "does not exist"),
+        ("m.txt", "x", "unknown format"),
+        ("m.jsonl", "\n\n", "no readable rows"),
+    ],
+)
 def test_manifest_errors(tmp_path: Path, name, content, message):
     path = tmp_path / name
     if content is not None:

@@ -48,13 +48,18 @@ def inspect_manifest(
         "manifest": str(data.manifest.path),
         "schema_inferred": data.schema_inferred,
         "fields": {
-            name: {**spec.model_dump(exclude_defaults=True), "role": spec.role,
-                   "present": round(presence[name], 4)}
+            name: {
+                **spec.model_dump(exclude_defaults=True),
+                "role": spec.role,
+                "present": round(presence[name], 4),
+            }
             for name, spec in data.schema.fields.items()
         },
-        "rows": {"read": len(examples) + len(data.quarantine),
-                 "loaded": len(examples),
-                 "quarantined": len(data.quarantine)},
+        "rows": {
+            "read": len(examples) + len(data.quarantine),
+            "loaded": len(examples),
+            "quarantined": len(data.quarantine),
+        },
         "splits": {name: len(rows) for name, rows in data.splits.items()},
         "quarantine": data.quarantine.summary(),
     }
@@ -74,13 +79,20 @@ def render_inspection(report: dict[str, Any], console: Any) -> None:
         fields.add_column(column)
     for name, spec in report["fields"].items():
         details = {k: v for k, v in spec.items() if k not in ("kind", "role", "present")}
-        fields.add_row(name, spec["kind"], spec["role"], f"{spec['present']:.1%}",
-                       ", ".join(f"{k}={v}" for k, v in details.items()))
+        fields.add_row(
+            name,
+            spec["kind"],
+            spec["role"],
+            f"{spec['present']:.1%}",
+            ", ".join(f"{k}={v}" for k, v in details.items()),
+        )
     console.print(fields)
     rows = report["rows"]
     splits = ", ".join(f"{k} {v}" for k, v in report["splits"].items())
-    console.print(f"rows: {rows['read']} read, {rows['loaded']} loaded, "
-                  f"{rows['quarantined']} quarantined; splits: {splits}")
+    console.print(
+        f"rows: {rows['read']} read, {rows['loaded']} loaded, "
+        f"{rows['quarantined']} quarantined; splits: {splits}"
+    )
     if not report["quarantine"]:
         return
     bad = Table(title="quarantined rows")

@@ -36,7 +36,9 @@ class FieldPreprocessor(Protocol):
 
     def read(self, value: Any, base_dir: Path) -> torch.Tensor: ...
 
-    def collate(self, items: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def collate(
+        self, items: list[torch.Tensor | None]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def encoder_args(self) -> dict[str, Any]: ...
 
@@ -75,7 +77,9 @@ class Preprocessor:
 
     @classmethod
     def build(cls, schema: Schema, data: DataConfig) -> Preprocessor:
-        return cls(schema, {name: _field_preprocessor(name, schema, data) for name in schema.fields})
+        return cls(
+            schema, {name: _field_preprocessor(name, schema, data) for name in schema.fields}
+        )
 
     def fit(self, rows: list[Row]) -> Preprocessor:
         for pre in self.fields.values():
@@ -193,10 +197,14 @@ def prepare_data(
     manifest = read_manifest(data.manifest, quarantine)
     splits = split_rows(manifest.rows, data, seed)
     if not splits["train"] and preprocessor is None:
-        raise DataError(f"{data.manifest}: no rows in the train split (column '{data.split_column}')")
+        raise DataError(
+            f"{data.manifest}: no rows in the train split (column '{data.split_column}')"
+        )
     inferred = preprocessor is None and data.fields is None
     if preprocessor is None:
-        schema = Schema(dict(data.fields)) if data.fields else infer_schema(splits["train"], data.target)
+        schema = (
+            Schema(dict(data.fields)) if data.fields else infer_schema(splits["train"], data.target)
+        )
         preprocessor = Preprocessor.build(schema, data).fit(splits["train"])
     source = str(manifest.path)
     examples = {

@@ -24,8 +24,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     data = prepare_data(config.data, config.seed, preprocessor=model.preprocessor)
     if not data.splits.get(split):
         raise DataError(f"split '{split}' has no rows; splits: {', '.join(data.splits)}")
-    scores = {"split": split, "rows": len(data.splits[split]),
-              "tasks": evaluate_model(model, data.splits[split])}
+    scores = {
+        "split": split,
+        "rows": len(data.splits[split]),
+        "tasks": evaluate_model(model, data.splits[split]),
+    }
     write_json(run_dir / f"eval_{split}.json", scores)
     return scores
-

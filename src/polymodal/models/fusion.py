@@ -22,7 +22,9 @@ class Concat(nn.Module):
         self.project = nn.Sequential(nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout))
         self.output_dim = dim
 
-    def forward(self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         parts = []
         for name in self.fields:
             mask = present[name].unsqueeze(-1).to(encoded[name].pooled.dtype)
@@ -59,7 +61,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         return self._weights(self._project(encoded), present)
 
-    def forward(self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         projected = self._project(encoded)
         mask = torch.stack([present[f] for f in self.fields], dim=1).unsqueeze(-1)
         projected = projected.masked_fill(~mask, 0.0)  # absent values cannot leak in
@@ -67,4 +71,48 @@ class Attention(nn.Module):
         return self.out((weights.unsqueeze(-1) * projected).sum(1))
 
 
-FUSIONS: dict[str, type[nn.Module]] = {"concat": Concat, "attention": Attention}
+class LowRankTensor(nn.Module):
+    """Low-rank multimodal fusion (Liu et al., 2018): a rank-``rank`` outer product of [h; 1].
+
+    Each field's pooled vector, extended with a constant 1, is projected by ``rank`` factors;
+    the projections are multiplied across fields and summed over the rank. The product lets one
+    modality gate another (does the image hold what the text names?). An absent field enters as
+    [0; 1], a learned constant, so its values cannot leak in.
+    """
+
+    def __init__(
+        self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1, rank: int = 8
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.factors = nn.ParameterDict(
+            {
+                f: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, input_dims[f] + 1, dim)))
+                for f in self.fields
+            }
+        )
+        self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, rank)))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        product: torch.Tensor | None = None
+        for name in self.fields:
+            pooled = encoded[name].pooled
+            mask = present[name].unsqueeze(-1).to(pooled.dtype)
+            extended = torch.cat([pooled * mask, torch.ones_like(mask)], dim=-1)  # (B, d+1)
+            projected = torch.einsum("bd,rdo->rbo", extended, self.factors[name])
+            product = projected if product is None else product * projected
+        assert product is not None
+        fused = torch.einsum("r,rbo->bo", self.rank_weights[0], product) + self.bias
+        return self.out(fused)
+
+
+FUSIONS: dict[str, type[nn.Module]] = {
+    "concat": Concat,
+    "attention": Attention,
+    "low_rank_tensor": LowRankTensor,
+}

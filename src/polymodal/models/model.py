@@ -66,7 +66,7 @@ class MultimodalModel(nn.Module):
         parts = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
         weights = {_task_name(t): t.weight for t in self.config.tasks}
         total = sum(weights[name] * value for name, value in parts.items())
-        return total, {name: float(value) for name, value in parts.items()}  # type: ignore[return-value]
+        return total, {name: float(value.detach()) for name, value in parts.items()}  # type: ignore[return-value]
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json, model.safetensors and preprocessor.json (each atomically)."""
@@ -75,8 +75,11 @@ class MultimodalModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         self.preprocessor.save(directory)
-        meta = {"format": "polymodal", "version": __version__,
-                "model": self.config.model_dump(mode="json")}
+        meta = {
+            "format": "polymodal",
+            "version": __version__,
+            "model": self.config.model_dump(mode="json"),
+        }
         atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=1))
         return directory
 
@@ -85,16 +88,20 @@ class MultimodalModel(nn.Module):
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
-                raise ModelError(f"{directory / name} is missing; pass a directory written by "
-                                 "save_pretrained (a run's best/ folder)")
+                raise ModelError(
+                    f"{directory / name} is missing; pass a directory written by "
+                    "save_pretrained (a run's best/ folder)"
+                )
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         config = ModelConfig.model_validate(meta["model"])
         model = build_model(config, Preprocessor.load(directory))
         state = load_file(str(directory / WEIGHTS_FILE), device=device)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ModelError(f"{directory / WEIGHTS_FILE} does not match config.json "
-                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ModelError(
+                f"{directory / WEIGHTS_FILE} does not match config.json "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         return model.to(device).eval()
 
 
@@ -107,9 +114,13 @@ def _task_name(config: ClassifyConfig | RetrieveConfig) -> str:
 def _check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple[str, ...]) -> None:
     fields = preprocessor.schema.fields
     if name not in fields:
-        raise ConfigError(f"{where}: field '{name}' is not in the data (fields: {', '.join(fields)})")
+        raise ConfigError(
+            f"{where}: field '{name}' is not in the data (fields: {', '.join(fields)})"
+        )
     if fields[name].kind not in kinds:
-        raise ConfigError(f"{where}: field '{name}' is {fields[name].kind}; expected {' or '.join(kinds)}")
+        raise ConfigError(
+            f"{where}: field '{name}' is {fields[name].kind}; expected {' or '.join(kinds)}"
+        )
 
 
 def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalModel:
@@ -124,8 +135,10 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
         kind = schema.fields[name].kind
         enc_config = config.encoders.get(name) or DEFAULT_ENCODERS[kind]()
         if enc_config.type != ENCODER_FOR_KIND[kind]:
-            raise ConfigError(f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
-                              f"{kind} field '{name}'; use type '{ENCODER_FOR_KIND[kind]}'")
+            raise ConfigError(
+                f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
+                f"{kind} field '{name}'; use type '{ENCODER_FOR_KIND[kind]}'"
+            )
         options = enc_config.model_dump(exclude={"type"})
         encoders[name] = ENCODERS[enc_config.type](**preprocessor.encoder_args(name), **options)
     unknown = sorted(set(config.encoders) - set(inputs))
@@ -149,9 +162,15 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
         else:
             for side in (task.query, task.gallery):
                 if side not in encoders:
-                    raise ConfigError(f"{where}: '{side}' must be a model input ({', '.join(inputs)})")
+                    raise ConfigError(
+                        f"{where}: '{side}' must be a model input ({', '.join(inputs)})"
+                    )
             tasks[_task_name(task)] = Retrieve(
-                task.query, task.gallery, encoders[task.query].output_dim,
-                encoders[task.gallery].output_dim, task.dim, task.temperature,
+                task.query,
+                task.gallery,
+                encoders[task.query].output_dim,
+                encoders[task.gallery].output_dim,
+                task.dim,
+                task.temperature,
             )
     return MultimodalModel(config, preprocessor, encoders, fusion, tasks)

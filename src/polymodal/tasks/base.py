@@ -24,7 +24,10 @@ class Task(nn.Module, ABC):
 
     @abstractmethod
     def forward(
-        self, fused: torch.Tensor | None, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
     ) -> Any: ...
 
     @abstractmethod

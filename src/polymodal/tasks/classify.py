@@ -26,11 +26,17 @@ class Classify(Task):
         self.target = target
         self.labels = list(labels)
         self.head = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(labels))
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, len(labels)),
         )
 
     def forward(
-        self, fused: torch.Tensor | None, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         assert fused is not None
         return self.head(fused)

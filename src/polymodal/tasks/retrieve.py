@@ -25,7 +25,12 @@ class Retrieve(Task):
     main_metric = "mean_recall"
 
     def __init__(
-        self, query: str, gallery: str, query_dim: int, gallery_dim: int, dim: int = 128,
+        self,
+        query: str,
+        gallery: str,
+        query_dim: int,
+        gallery_dim: int,
+        dim: int = 128,
         temperature: float = 0.07,
     ) -> None:
         super().__init__()
@@ -39,7 +44,10 @@ class Retrieve(Task):
         return self.log_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
 
     def forward(
-        self, fused: torch.Tensor | None, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         return {
             "query": F.normalize(self.query_proj(encoded[self.query].pooled), dim=-1),
@@ -67,7 +75,9 @@ class Retrieve(Task):
             backward: raw["text_to_image"],
             "gallery_size": len(similarity),
         }
-        recalls = [v for d in (forward, backward) for k, v in scores[d].items() if k.startswith("R@")]
+        recalls = [
+            v for d in (forward, backward) for k, v in scores[d].items() if k.startswith("R@")
+        ]
         scores["mean_recall"] = sum(recalls) / len(recalls)
         scores["temperature"] = float(1.0 / self.logit_scale)
         return scores

@@ -47,8 +47,10 @@ def write_json(path: Path, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
 
 
-def run_training(config: RunConfig, log: Log = print, data: PreparedData | None = None) -> RunResult:
-    """Train per ``config``; writes config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
+def run_training(
+    config: RunConfig, log: Log = print, data: PreparedData | None = None
+) -> RunResult:
+    """Train per ``config``: config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
 
     ``data`` reuses data already prepared for the same ``config.data`` (several runs, one read).
     """
@@ -63,18 +65,26 @@ def run_training(config: RunConfig, log: Log = print, data: PreparedData | None 
     seed_everything(config.seed)
     model = build_model(config.model, data.preprocessor)
     trainer = Trainer(
-        model, data.splits["train"], data.splits.get("val", []), config.train, run_dir,
-        config.seed, log,
+        model,
+        data.splits["train"],
+        data.splits.get("val", []),
+        config.train,
+        run_dir,
+        config.seed,
+        log,
     )
     result = trainer.fit()
     best = MultimodalModel.from_pretrained(result.best_dir)
     test = evaluate_model(best, data.splits.get("test", []))
-    write_json(run_dir / "results.json", {
-        "name": config.name,
-        "best_epoch": result.best_epoch,
-        "val_score": result.best_score,
-        "test": test,
-        "train_seconds": round(result.seconds, 3),
-        "quarantined": data.quarantine.counts(),
-    })
+    write_json(
+        run_dir / "results.json",
+        {
+            "name": config.name,
+            "best_epoch": result.best_epoch,
+            "val_score": result.best_score,
+            "test": test,
+            "train_seconds": round(result.seconds, 3),
+            "quarantined": data.quarantine.counts(),
+        },
+    )
     return RunResult(run_dir, result.best_dir, test, result, data)

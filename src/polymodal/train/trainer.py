@@ -117,7 +117,7 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 schedule.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             val = evaluate_model(model, self.val_examples, device=cfg.device)
             score = main_score(val, model) if val else float(epoch)
             record = {

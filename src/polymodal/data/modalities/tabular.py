@@ -53,7 +53,7 @@ class TabularPreprocessor:
         return self.numeric + self.categorical
 
     def fit(self, rows: list[dict[str, Any]]) -> None:
-        """Means and standard deviations (numeric) and value lists (categorical), train rows only."""
+        """Means and standard deviations (numeric), value lists (categorical); train rows only."""
         for column in self.numeric:
             values = []
             for row in rows:
@@ -66,7 +66,8 @@ class TabularPreprocessor:
             self.mean[column] = mean
             self.std[column] = math.sqrt(var) or 1.0
         seen = {
-            c: sorted({str(r[c]) for r in rows if not is_absent(r.get(c))}) for c in self.categorical
+            c: sorted({str(r[c]) for r in rows if not is_absent(r.get(c))})
+            for c in self.categorical
         }
         self._set_categories(seen)
 

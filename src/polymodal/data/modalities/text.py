@@ -53,7 +53,9 @@ class WordTokenizer:
     ) -> WordTokenizer:
         """Vocabulary by descending frequency (ties alphabetical), words seen >= min_freq."""
         counts = Counter(word for text in texts for word in cls.split(text))
-        words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
+        )
         return cls([*SPECIALS, *words[:max_size]])
 
     def encode(self, text: str) -> list[int]:
@@ -181,7 +183,10 @@ class TextPreprocessor:
     @classmethod
     def from_state(cls, column: str, state: dict[str, Any]) -> TextPreprocessor:
         pre = cls(
-            column, state["tokenizer_name"], state["max_length"], state["min_freq"],
+            column,
+            state["tokenizer_name"],
+            state["max_length"],
+            state["min_freq"],
             state["max_vocab"],
         )
         pre.tokenizer = tokenizer_from_state(state["tokenizer"])

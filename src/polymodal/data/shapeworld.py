@@ -1,0 +1,303 @@
+"""ShapeWorld: a seeded synthetic world of coloured shapes, with captions, questions and statements.
+
+``generate`` draws scenes of one to three shapes and writes them as PNG files with two JSONL
+manifests. Each scene carries a statement whose label ("is it true of the image?") is a fair
+coin flip made apart from the image, and true and false statements share one distribution of
+texts, so only image and text together predict the label.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from itertools import combinations
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from PIL import Image, ImageDraw
+
+from polymodal.errors import ConfigError
+from polymodal.progress import progress_bar
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = ("red", "green", "blue", "yellow", "purple")
+SIZES = ("small", "large")
+STATEMENT_TYPES = ("existence", "count", "spatial")
+DEFAULT_STATEMENT_MIX = {"existence": 0.7, "count": 0.15, "spatial": 0.15}
+MAX_OBJECTS = 3
+MIN_IMAGE_SIZE = 32
+
+# Base colours stay JITTER away from 0 and 255, so jittered channels need no clipping.
+_RGB = {
+    "red": (210, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 210),
+    "yellow": (230, 200, 30),
+    "purple": (140, 60, 180),
+}
+_JITTER = 12
+_BACKGROUND = (226, 246)  # grey level range of the plain background
+_WIDTH = {"small": 12 / 64, "large": 20 / 64}  # object width as a fraction of the image
+_PAIRS = tuple((colour, shape) for colour in COLOURS for shape in SHAPES)
+
+_CAPTIONS = {
+    1: ("{0}", "there is {0}", "an image of {0}", "a picture showing {0}"),
+    2: (
+        "{0} to the left of {1}",
+        "{1} to the right of {0}",
+        "{0} and {1}, from left to right",
+        "{0} on the left and {1} on the right",
+    ),
+    3: (
+        "{0}, {1} and {2} from left to right",
+        "from left to right: {0}, {1} and {2}",
+        "{0} on the left, {1} in the middle and {2} on the right",
+        "{1} between {0} on the left and {2} on the right",
+    ),
+}
+_EXISTENCE = ("there is {0}", "the image contains {0}", "{0} is present")
+_COUNT = (
+    "there {verb} {k} {noun}",
+    "the image contains {k} {noun}",
+    "the image shows exactly {k} {noun}",
+)
+_SPATIAL = ("the {0} is to the left of the {1}", "the {1} is to the right of the {0}")
+
+
+class SceneObject(NamedTuple):
+    """One shape in a scene; ``x``, ``y`` is its centre in pixels."""
+
+    shape: str
+    colour: str
+    size: str
+    x: int
+    y: int
+
+    @property
+    def name(self) -> str:
+        """How statements and questions refer to it: unique within a scene."""
+        return f"{self.colour} {self.shape}"
+
+
+def generate(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    image_size: int = 64,
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    statement_mix: dict[str, float] | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write out_dir/images/000000.png ..., out_dir/manifest.jsonl (one row per scene) and
+    out_dir/questions.jsonl (one row per question); return the manifest path.
+
+    The same arguments give byte-identical files. ``splits`` are the train/val/test fractions:
+    val and test get ``round(n * fraction)`` scenes, train the rest, spread by the seeded rng.
+    ``statement_mix`` weighs the statement types (spatial needs two objects; a one-object scene
+    asked for one gets an existence statement instead).
+    """
+    weights = _statement_weights(statement_mix)
+    _check_sizes(n, image_size)
+    rng = random.Random(seed)
+    split_names = _split_names(rng, n, splits)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.jsonl"
+    indices: Iterable[int] = range(n)
+    if progress:
+        indices = progress_bar(indices, "generating ShapeWorld", total=n)
+    with (
+        manifest.open("w", encoding="utf-8", newline="\n") as scenes,
+        (out / "questions.jsonl").open("w", encoding="utf-8", newline="\n") as questions,
+    ):
+        for i in indices:
+            scene_id = f"{i:06d}"
+            objects = _place_objects(rng, image_size)
+            _draw(rng, objects, image_size).save(out / "images" / f"{scene_id}.png", format="PNG")
+            row = _scene_row(rng, scene_id, split_names[i], objects, weights)
+            scenes.write(json.dumps(row) + "\n")
+            for k, question in enumerate(row["questions"]):
+                scope = {
+                    "id": f"{scene_id}_q{k}",
+                    "scene": scene_id,
+                    "split": row["split"],
+                    "image": row["image"],
+                }
+                questions.write(json.dumps({**scope, **question}) + "\n")
+    return manifest
+
+
+def _statement_weights(mix: dict[str, float] | None) -> list[float]:
+    mix = DEFAULT_STATEMENT_MIX if mix is None else mix
+    if not set(mix) <= set(STATEMENT_TYPES) or min(mix.values()) < 0 or sum(mix.values()) <= 0:
+        raise ConfigError(
+            f"statement_mix {mix!r}: keys must be among {STATEMENT_TYPES}, weights non-negative "
+            "and not all zero"
+        )
+    return [mix.get(kind, 0.0) for kind in STATEMENT_TYPES]
+
+
+def _check_sizes(n: int, image_size: int) -> None:
+    if n < 0:
+        raise ConfigError(f"n is {n}: the number of scenes cannot be negative")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image_size is {image_size}: ShapeWorld needs at least {MIN_IMAGE_SIZE}")
+
+
+def _split_names(rng: random.Random, n: int, splits: tuple[float, float, float]) -> list[str]:
+    """Exactly round(n * val) val and round(n * test) test names, the rest train, shuffled."""
+    if len(splits) != 3 or min(splits) < 0 or round(n * splits[1]) + round(n * splits[2]) > n:
+        raise ConfigError(f"splits {splits!r}: give three non-negative train/val/test fractions")
+    n_val, n_test = round(n * splits[1]), round(n * splits[2])
+    names = ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
+    rng.shuffle(names)
+    return names
+
+
+def _pixels(size: str, image_size: int) -> int:
+    return round(_WIDTH[size] * image_size)
+
+
+def _place_objects(rng: random.Random, image_size: int) -> list[SceneObject]:
+    """1-3 objects with distinct (colour, shape) pairs, sorted left to right."""
+    pairs = rng.sample(_PAIRS, rng.randint(1, MAX_OBJECTS))
+    sizes = [rng.choice(SIZES) for _ in pairs]
+    centres = _centres(rng, [_pixels(size, image_size) for size in sizes], image_size)
+    return [
+        SceneObject(shape, colour, size, x, y)
+        for (colour, shape), size, (x, y) in zip(pairs, sizes, centres, strict=True)
+    ]
+
+
+def _centres(rng: random.Random, widths: list[int], image_size: int) -> list[tuple[int, int]]:
+    """Centres in increasing x, at least a quarter image apart in x, boxes apart by a margin."""
+    low = _pixels("large", image_size) // 2 + 1
+    gap = -(-image_size // 4)
+    pad = max(1, image_size // 32)
+    slack = image_size - 2 * low - (len(widths) - 1) * gap
+    while True:
+        offsets = sorted(rng.randint(0, slack) for _ in widths)
+        centres = [
+            (low + offset + i * gap, rng.randint(low, image_size - low))
+            for i, offset in enumerate(offsets)
+        ]
+        if all(
+            max(abs(centres[a][0] - centres[b][0]), abs(centres[a][1] - centres[b][1]))
+            >= (widths[a] + widths[b]) / 2 + pad
+            for a, b in combinations(range(len(widths)), 2)
+        ):
+            return centres
+
+
+def _draw(rng: random.Random, objects: list[SceneObject], image_size: int) -> Image.Image:
+    """The scene on a plain light grey background, each object's colour slightly jittered."""
+    grey = rng.randint(*_BACKGROUND)
+    image = Image.new("RGB", (image_size, image_size), (grey, grey, grey))
+    draw = ImageDraw.Draw(image)
+    for obj in objects:
+        fill = tuple(v + rng.randint(-_JITTER, _JITTER) for v in _RGB[obj.colour])
+        width = _pixels(obj.size, image_size)
+        x0, y0 = obj.x - width // 2, obj.y - width // 2
+        x1, y1 = x0 + width - 1, y0 + width - 1
+        if obj.shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:
+            draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=fill)
+    return image
+
+
+def _scene_row(
+    rng: random.Random, scene_id: str, split: str, objects: list[SceneObject], weights: list[float]
+) -> dict[str, Any]:
+    truth = rng.random() < 0.5  # a coin flip, made apart from the image and the statement type
+    kind = rng.choices(STATEMENT_TYPES, weights)[0]
+    if kind == "spatial" and len(objects) < 2:
+        kind = "existence"
+    return {
+        "id": scene_id,
+        "split": split,
+        "image": f"images/{scene_id}.png",
+        "caption": _caption(rng, objects),
+        "statement": _statement(rng, objects, kind, truth),
+        "label": "true" if truth else "false",
+        "statement_type": kind,
+        "objects": [obj._asdict() for obj in objects],
+        "questions": _questions(rng, objects),
+    }
+
+
+def _a(phrase: str) -> str:
+    """The phrase with its indefinite article."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _caption(rng: random.Random, objects: list[SceneObject]) -> str:
+    phrases = [_a(f"{obj.size} {obj.colour} {obj.shape}") for obj in objects]
+    return rng.choice(_CAPTIONS[len(objects)]).format(*phrases)
+
+
+def _near_miss(rng: random.Random, objects: list[SceneObject]) -> str:
+    """An absent colour-shape pair: a random object with its colour or its shape changed.
+
+    Colours and shapes are drawn uniformly, so the result is uniform over pairs, just like a
+    pair picked from the scene: the text of a false claim looks like that of a true one.
+    """
+    present = {obj.name for obj in objects}
+    obj = rng.choice(objects)
+    edits = [f"{colour} {obj.shape}" for colour in COLOURS if colour != obj.colour]
+    edits += [f"{obj.colour} {shape}" for shape in SHAPES if shape != obj.shape]
+    return rng.choice([name for name in edits if name not in present])
+
+
+def _statement(rng: random.Random, objects: list[SceneObject], kind: str, truth: bool) -> str:
+    if kind == "count":
+        count = len(objects)
+        if not truth:
+            count = rng.choice([k for k in range(1, MAX_OBJECTS + 1) if k != count])
+        noun, verb = ("shape", "is") if count == 1 else ("shapes", "are")
+        return rng.choice(_COUNT).format(k=count, noun=noun, verb=verb)
+    if kind == "spatial":
+        a, b = sorted(rng.sample(range(len(objects)), 2))
+        left, right = (objects[a], objects[b]) if truth else (objects[b], objects[a])
+        return rng.choice(_SPATIAL).format(left.name, right.name)
+    name = rng.choice(objects).name if truth else _near_miss(rng, objects)
+    return rng.choice(_EXISTENCE).format(_a(name))
+
+
+def _alone(objects: list[SceneObject], attribute: str) -> list[SceneObject]:
+    """The objects whose ``attribute`` no other object in the scene shares."""
+    values = [getattr(obj, attribute) for obj in objects]
+    return [obj for obj, value in zip(objects, values, strict=True) if values.count(value) == 1]
+
+
+def _questions(rng: random.Random, objects: list[SceneObject]) -> list[dict[str, str]]:
+    """One question of each type the scene allows, as question, answer and type."""
+    asked: list[tuple[str, str, str]] = []
+    if by_shape := _alone(objects, "shape"):
+        obj = rng.choice(by_shape)
+        asked.append((f"what colour is the {obj.shape}?", obj.colour, "colour"))
+    if by_colour := _alone(objects, "colour"):
+        obj = rng.choice(by_colour)
+        asked.append((f"what shape is the {obj.colour} object?", obj.shape, "shape"))
+    asked.append(("how many shapes are there?", str(len(objects)), "count"))
+    if rng.random() < 0.5:
+        asked.append((f"is there {_a(rng.choice(objects).name)}?", "yes", "existence"))
+    else:
+        asked.append((f"is there {_a(_near_miss(rng, objects))}?", "no", "existence"))
+    if len(objects) >= 2:
+        asked.append(_spatial_question(rng, objects))
+    return [{"question": q, "answer": a, "type": t} for q, a, t in asked]
+
+
+def _spatial_question(rng: random.Random, objects: list[SceneObject]) -> tuple[str, str, str]:
+    """A yes/no left-of question (yes half the time) or which shape is beside a neighbour."""
+    if rng.random() < 0.5:
+        a, b = rng.sample(objects, 2)
+        answer = "yes" if a.x < b.x else "no"
+        return f"is the {a.name} to the left of the {b.name}?", answer, "spatial"
+    if rng.random() < 0.5:  # objects[1] has exactly one object to its left
+        return f"what shape is to the left of the {objects[1].name}?", objects[0].shape, "spatial"
+    return f"what shape is to the right of the {objects[-2].name}?", objects[-1].shape, "spatial"
