@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from polymodal import __version__
-from polymodal.errors import PolymodalError
+from polymodal.errors import ConfigError, PolymodalError
 
 
 def _console() -> Any:
@@ -26,10 +26,32 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from polymodal.data.shapeworld import generate
 
     manifest = generate(
-        args.out, n=args.n, seed=args.seed, image_size=args.image_size, progress=not args.quiet
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        image_size=args.image_size,
+        statement_mix=_statement_mix(args.statement_mix),
+        progress=not args.quiet,
     )
     print(f"wrote {args.n} scenes: {manifest}")
     return 0
+
+
+def _statement_mix(text: str | None) -> dict[str, float] | None:
+    """``existence=0.5,spatial=0.5`` -> {"existence": 0.5, "spatial": 0.5}."""
+    if text is None:
+        return None
+    mix = {}
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        try:
+            mix[kind.strip()] = float(weight)
+        except ValueError:
+            raise ConfigError(
+                f"--statement-mix {text!r}: expected type=weight pairs separated by commas, "
+                "e.g. existence=0.5,count=0.25,spatial=0.25"
+            ) from None
+    return mix
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -114,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=5000, help="number of scenes")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--image-size", type=int, default=64)
+    gen.add_argument(
+        "--statement-mix",
+        help="weights of the statement types, e.g. existence=0.5,count=0.25,spatial=0.25 "
+        "(default existence=0.75,count=0.25)",
+    )
     gen.set_defaults(func=_cmd_generate)
     ins = data_commands.add_parser("inspect", help="fields, kinds, counts, presence, bad rows")
     ins.add_argument("manifest")
@@ -150,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="end-to-end run on built-in ShapeWorld data")
     demo.add_argument("--out", default="polymodal-demo", help="output folder")
-    demo.add_argument("--n", type=int, default=5000, help="number of scenes")
+    demo.add_argument("--n", type=int, default=8000, help="number of scenes")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -46,14 +46,24 @@ class DataConfig(Strict):
     text: TextOptions = TextOptions()
 
 
-class CNNEncoderConfig(Strict):
+class EncoderTransfer(Strict):
+    """Options every encoder has: start from a saved model's encoder, optionally frozen."""
+
+    init_from: Path | None = None  # a saved model dir whose encoder for the same field is copied
+    freeze: bool = False  # no gradient updates; normalisation statistics stay fixed
+
+
+TRANSFER_OPTIONS = frozenset(EncoderTransfer.model_fields)
+
+
+class CNNEncoderConfig(EncoderTransfer):
     type: Literal["cnn"] = "cnn"
     dim: int = Field(128, ge=1)
     channels: list[int] = [32, 64, 128, 128]
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class TransformerEncoderConfig(Strict):
+class TransformerEncoderConfig(EncoderTransfer):
     type: Literal["transformer"] = "transformer"
     dim: int = Field(64, ge=1)
     layers: int = Field(2, ge=1)
@@ -61,7 +71,7 @@ class TransformerEncoderConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
-class MLPEncoderConfig(Strict):
+class MLPEncoderConfig(EncoderTransfer):
     type: Literal["mlp"] = "mlp"
     dim: int = Field(64, ge=1)
     hidden: int = Field(128, ge=1)
@@ -81,7 +91,7 @@ DEFAULT_ENCODERS: dict[str, type[BaseModel]] = {
 
 
 class FusionConfig(Strict):
-    type: Literal["concat", "attention", "low_rank_tensor"] = "concat"
+    type: Literal["concat", "attention", "low_rank_tensor", "cross_attention"] = "concat"
     dim: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -236,8 +246,8 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML config, apply ``--set`` overrides, validate.
 
-    A relative manifest path in the file is relative to the file; one given by an override is
-    relative to the working directory.
+    A relative path in the file (manifest, init_from) is relative to the file; one given by an
+    override is relative to the working directory.
     """
     path = Path(path)
     if not path.is_file():
@@ -248,14 +258,30 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (data, model, train)")
-    section = data.get("data")
-    if isinstance(section, dict) and isinstance(section.get("manifest"), str):
-        section["manifest"] = str((path.parent / section["manifest"]).resolve())
+    for section, key in _file_paths(data):
+        section[key] = str((path.parent / section[key]).resolve())
     for key, value in parse_overrides(list(overrides)):
         _set(data, key, value)  # paths given here are relative to the working directory
     config = validate(data, str(path))
     config.data.manifest = config.data.manifest.resolve()
+    for encoder in config.model.encoders.values():
+        if encoder.init_from is not None:
+            encoder.init_from = encoder.init_from.resolve()
     return config
+
+
+def _file_paths(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(mapping, key) of each path in a config file: the manifest and encoders' init_from."""
+    found = []
+    section = data.get("data")
+    if isinstance(section, dict) and isinstance(section.get("manifest"), str):
+        found.append((section, "manifest"))
+    model = data.get("model")
+    encoders = model.get("encoders") if isinstance(model, dict) else None
+    for encoder in encoders.values() if isinstance(encoders, dict) else ():
+        if isinstance(encoder, dict) and isinstance(encoder.get("init_from"), str):
+            found.append((encoder, "init_from"))
+    return found
 
 
 def dump_config(config: RunConfig) -> str:

@@ -81,9 +81,16 @@ class Preprocessor:
             schema, {name: _field_preprocessor(name, schema, data) for name in schema.fields}
         )
 
-    def fit(self, rows: list[Row]) -> Preprocessor:
-        for pre in self.fields.values():
-            pre.fit(rows)
+    def fit(
+        self, rows: list[Row], fitted: dict[str, FieldPreprocessor] | None = None
+    ) -> Preprocessor:
+        """Fit every field on ``rows``, except those given already ``fitted`` (taken as is)."""
+        fitted = fitted or {}
+        for name in self.fields:
+            if name in fitted:
+                self.fields[name] = fitted[name]
+            else:
+                self.fields[name].fit(rows)
         return self
 
     def _value(self, name: str, row: Row) -> Any:
@@ -190,9 +197,15 @@ def split_rows(rows: list[Row], data: DataConfig, seed: int) -> dict[str, list[R
 
 
 def prepare_data(
-    data: DataConfig, seed: int = 0, preprocessor: Preprocessor | None = None
+    data: DataConfig,
+    seed: int = 0,
+    preprocessor: Preprocessor | None = None,
+    fitted: dict[str, FieldPreprocessor] | None = None,
 ) -> PreparedData:
-    """Read the manifest, settle the schema, fit on train (unless given), read every split."""
+    """Read the manifest, settle the schema, fit on train (unless given), read every split.
+
+    ``fitted`` field preprocessors (those of encoders taken from a saved model) are not refit.
+    """
     quarantine = Quarantine(strict=data.strict)
     manifest = read_manifest(data.manifest, quarantine)
     splits = split_rows(manifest.rows, data, seed)
@@ -205,7 +218,7 @@ def prepare_data(
         schema = (
             Schema(dict(data.fields)) if data.fields else infer_schema(splits["train"], data.target)
         )
-        preprocessor = Preprocessor.build(schema, data).fit(splits["train"])
+        preprocessor = Preprocessor.build(schema, data).fit(splits["train"], fitted)
     source = str(manifest.path)
     examples = {
         name: preprocessor.examples(rows, manifest.base_dir, quarantine, source, name)

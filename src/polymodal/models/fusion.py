@@ -111,8 +111,69 @@ class LowRankTensor(nn.Module):
         return self.out(fused)
 
 
+class CrossAttention(nn.Module):
+    """Each field's tokens attend over the tokens of the other present fields, then pool.
+
+    Per field: tokens are projected to ``dim`` with a learned modality embedding; a pre-norm
+    multi-head cross-attention block (queries from the field, keys and values from the others)
+    and a feed-forward block update them; a masked mean pools them. Keys always include a
+    learned null token, so a row whose other fields are absent attends to it alone and absent
+    values cannot leak in. Pooled vectors (zeroed where absent) and presence flags are
+    concatenated and projected, as in ``Concat``.
+    """
+
+    def __init__(
+        self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1, heads: int = 4
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.modality = nn.ParameterDict(
+            {f: nn.Parameter(torch.randn(dim) * 0.02) for f in self.fields}
+        )
+        self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.query_norm = nn.LayerNorm(dim)
+        self.key_norm = nn.LayerNorm(dim)
+        self.attend = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
+        self.out = nn.Sequential(
+            nn.Linear(len(self.fields) * (dim + 1), dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        tokens = {f: self.project[f](encoded[f].tokens) + self.modality[f] for f in self.fields}
+        valid = {f: encoded[f].token_mask & present[f].unsqueeze(-1) for f in self.fields}
+        parts = []
+        for name in self.fields:
+            others = [f for f in self.fields if f != name]
+            batch = tokens[name].shape[0]
+            keys = torch.cat([self.null.expand(batch, 1, -1), *(tokens[f] for f in others)], 1)
+            keep = torch.cat([valid[name].new_ones(batch, 1), *(valid[f] for f in others)], dim=1)
+            keys = self.key_norm(keys)
+            attended, _ = self.attend(
+                self.query_norm(tokens[name]),
+                keys,
+                keys,
+                key_padding_mask=~keep,
+                need_weights=False,
+            )
+            updated = tokens[name] + attended
+            updated = updated + self.feed_forward(updated)
+            weights = valid[name].unsqueeze(-1).to(updated.dtype)
+            pooled = (updated * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            flag = present[name].unsqueeze(-1).to(pooled.dtype)
+            parts += [pooled * flag, flag]
+        return self.out(torch.cat(parts, dim=-1))
+
+
 FUSIONS: dict[str, type[nn.Module]] = {
     "concat": Concat,
     "attention": Attention,
     "low_rank_tensor": LowRankTensor,
+    "cross_attention": CrossAttention,
 }

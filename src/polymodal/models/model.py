@@ -11,7 +11,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from polymodal import __version__
-from polymodal.config import DEFAULT_ENCODERS, ClassifyConfig, ModelConfig, RetrieveConfig
+from polymodal.config import (
+    DEFAULT_ENCODERS,
+    TRANSFER_OPTIONS,
+    ClassifyConfig,
+    ModelConfig,
+    RetrieveConfig,
+)
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError, ModelError
@@ -42,6 +48,20 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
         self.fusion = fusion
         self.tasks = nn.ModuleDict(tasks)
+        for name in self.frozen:
+            self.encoders[name].requires_grad_(False)
+
+    @property
+    def frozen(self) -> list[str]:
+        """Encoders that training leaves as they are (``freeze: true`` in their config)."""
+        return [n for n, c in self.config.encoders.items() if c.freeze and n in self.encoders]
+
+    def train(self, mode: bool = True) -> MultimodalModel:
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (fixed statistics)."""
+        super().train(mode)
+        for name in self.frozen:
+            self.encoders[name].eval()
+        return self
 
     @property
     def inputs(self) -> list[str]:
@@ -139,7 +159,7 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
                 f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
                 f"{kind} field '{name}'; use type '{ENCODER_FOR_KIND[kind]}'"
             )
-        options = enc_config.model_dump(exclude={"type"})
+        options = enc_config.model_dump(exclude={"type", *TRANSFER_OPTIONS})
         encoders[name] = ENCODERS[enc_config.type](**preprocessor.encoder_args(name), **options)
     unknown = sorted(set(config.encoders) - set(inputs))
     if unknown:

@@ -12,6 +12,7 @@ from polymodal.config import RunConfig, dump_config
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.evaluate.evaluator import evaluate_model
 from polymodal.models.model import MultimodalModel, build_model
+from polymodal.models.transfer import load_encoders, transferred_preprocessors
 from polymodal.train.checkpoint import atomic_write_text
 from polymodal.train.trainer import Trainer, TrainResult, seed_everything
 
@@ -57,13 +58,18 @@ def run_training(
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    data = data or prepare_data(config.data, config.seed)
+    data = data or prepare_data(
+        config.data, config.seed, fitted=transferred_preprocessors(config.model)
+    )
     for line in describe_data(data):
         log(line)
     if len(data.quarantine):
         log(f"quarantined rows and reasons: {data.quarantine.write(run_dir / 'quarantine.jsonl')}")
     seed_everything(config.seed)
     model = build_model(config.model, data.preprocessor)
+    for name in load_encoders(model):
+        frozen = " (frozen)" if name in model.frozen else ""
+        log(f"encoder '{name}' starts from {config.model.encoders[name].init_from}{frozen}")
     trainer = Trainer(
         model,
         data.splits["train"],
