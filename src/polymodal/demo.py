@@ -25,6 +25,13 @@ STATEMENT_VARIANTS = {  # results key -> the inputs the classifier reads
 }
 
 
+STATEMENT_LABELS = {
+    "accuracy": "image + statement (fused)",
+    "accuracy_text_only": "statement only",
+    "accuracy_image_only": "image only",
+}
+
+
 def packaged_config(config: str, manifest: Path, out_dir: Path, **changes: Any) -> RunConfig:
     """One of the YAML configs shipped in ``polymodal/configs``, pointed at ``manifest``."""
     text = resources.files("polymodal.configs").joinpath(f"{config}.yaml").read_text("utf-8")
@@ -54,6 +61,38 @@ def _retrieval_scores(scores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _statement_table(statement: dict[str, Any], test_rows: int) -> Any:
+    from rich.table import Table
+
+    kinds = sorted(statement["by_type"]["accuracy"])
+    table = Table(title=f"Is the statement true of the image? ({test_rows} held-out scenes)")
+    table.add_column("classifier reads")
+    for column in ["accuracy", *kinds]:
+        table.add_column(column, justify="right")
+    for key, label in STATEMENT_LABELS.items():
+        by_type = statement["by_type"][key]
+        table.add_row(label, f"{statement[key]:.3f}", *(f"{by_type[k]:.3f}" for k in kinds))
+    return table
+
+
+def _retrieval_table(retrieval: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"Image <-> caption retrieval (gallery {retrieval['gallery_size']})")
+    table.add_column("direction")
+    recalls = list(retrieval["image_to_text"])
+    for column in [*recalls, "median rank"]:
+        table.add_column(column, justify="right")
+    for direction in ("image_to_text", "text_to_image"):
+        scores = retrieval[direction]
+        table.add_row(
+            direction.replace("_", " "),
+            *(f"{scores[k]:.3f}" for k in recalls),
+            f"{retrieval['median_rank'][direction]:g}",
+        )
+    return table
+
+
 def _accuracy_by_type(run: RunResult) -> dict[str, float]:
     """Test accuracy of a statement classifier per statement type (existence, count, ...)."""
     kinds = {row[LINE_KEY]: row["statement_type"] for row in run.data.manifest.rows}
@@ -73,7 +112,6 @@ def run_demo(out: Path, n: int = 8000, seed: int = 0) -> dict[str, Any]:
     and their places apart, is where the image-reading statement classifiers start (frozen).
     """
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
     start = time.perf_counter()
@@ -123,27 +161,8 @@ def run_demo(out: Path, n: int = 8000, seed: int = 0) -> dict[str, Any]:
     }
     write_json(out / "results.json", results)
 
-    table = Table(title="ShapeWorld, held-out test split")
-    table.add_column("model")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("by statement type")
-    labels = {
-        "accuracy": "image + text (fused)",
-        "accuracy_text_only": "text only",
-        "accuracy_image_only": "image only",
-    }
-    for key, label in labels.items():
-        by_type = ", ".join(f"{k} {v:.3f}" for k, v in statement["by_type"][key].items())
-        table.add_row(f"statement matching, {label}", "accuracy", f"{statement[key]:.3f}", by_type)
-    for direction in ("image_to_text", "text_to_image"):
-        for k, v in retrieval[direction].items():
-            table.add_row(
-                f"retrieval {direction.replace('_', ' ')} (gallery {retrieval['gallery_size']})",
-                k,
-                f"{v:.3f}",
-            )
-    console.print(table)
+    console.print(_statement_table(statement, results["data"]["test_rows"]))
+    console.print(_retrieval_table(retrieval))
     for name, path in results["models"].items():
         console.print(f"saved model [bold]{name}[/bold]: {path}")
     console.print(f"results: {out / 'results.json'}  ({results['seconds']:.0f} s)")
