@@ -43,7 +43,9 @@ def packaged_config(config: str, manifest: Path, out_dir: Path, **changes: Any) 
 
 
 def _say(console: Any, prefix: str) -> Any:
-    return lambda message: console.print(f"[dim]{prefix}[/dim] {message}")
+    from rich.markup import escape
+
+    return lambda message: console.print(f"[dim]{prefix}[/dim] {escape(message)}")
 
 
 def _retrieval_scores(scores: dict[str, Any]) -> dict[str, Any]:
@@ -112,12 +114,14 @@ def run_demo(out: Path, n: int = 8000, seed: int = 0) -> dict[str, Any]:
     and their places apart, is where the image-reading statement classifiers start (frozen).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(highlight=False)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     console.print(
-        f"[bold]polymodal demo[/bold]: generating {n} ShapeWorld scenes in {out / 'data'}"
+        f"[bold]polymodal demo[/bold]: generating {n} ShapeWorld scenes in "
+        + escape(str(out / "data"))
     )
     manifest = generate(out / "data", n=n, seed=seed)
     runs_dir = out / "runs"
@@ -164,6 +168,6 @@ def run_demo(out: Path, n: int = 8000, seed: int = 0) -> dict[str, Any]:
     console.print(_statement_table(statement, results["data"]["test_rows"]))
     console.print(_retrieval_table(retrieval))
     for name, path in results["models"].items():
-        console.print(f"saved model [bold]{name}[/bold]: {path}")
-    console.print(f"results: {out / 'results.json'}  ({results['seconds']:.0f} s)")
+        console.print(f"saved model [bold]{name}[/bold]: {escape(path)}")
+    console.print(f"results: {escape(str(out / 'results.json'))}  ({results['seconds']:.0f} s)")
     return json.loads((out / "results.json").read_text())

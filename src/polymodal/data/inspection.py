@@ -70,25 +70,26 @@ def inspect_manifest(
 
 
 def render_inspection(report: dict[str, Any], console: Any) -> None:
-    """Print the report as rich tables."""
+    """Print the report as rich tables (data is escaped: brackets in it are not markup)."""
+    from rich.markup import escape
     from rich.table import Table
 
     inferred = " (inferred)" if report["schema_inferred"] else ""
-    fields = Table(title=f"{report['manifest']}: fields{inferred}")
+    fields = Table(title=escape(f"{report['manifest']}: fields{inferred}"))
     for column in ("field", "kind", "role", "present", "details"):
         fields.add_column(column)
     for name, spec in report["fields"].items():
         details = {k: v for k, v in spec.items() if k not in ("kind", "role", "present")}
         fields.add_row(
-            name,
+            escape(name),
             spec["kind"],
             spec["role"],
             f"{spec['present']:.1%}",
-            ", ".join(f"{k}={v}" for k, v in details.items()),
+            escape(", ".join(f"{k}={v}" for k, v in details.items())),
         )
     console.print(fields)
     rows = report["rows"]
-    splits = ", ".join(f"{k} {v}" for k, v in report["splits"].items())
+    splits = escape(", ".join(f"{k} {v}" for k, v in report["splits"].items()))
     console.print(
         f"rows: {rows['read']} read, {rows['loaded']} loaded, "
         f"{rows['quarantined']} quarantined; splits: {splits}"
@@ -100,8 +101,9 @@ def render_inspection(report: dict[str, Any], console: Any) -> None:
         bad.add_column(column)
     for reason, info in report["quarantine"].items():
         examples = "\n".join(
-            f"line {e['line']}, {e['field'] or '-'}: {e['detail']}" for e in info["examples"]
+            escape(f"line {e['line']}, {e['field'] or '-'}: {e['detail']}")
+            for e in info["examples"]
         )
         bad.add_row(reason, str(info["count"]), examples)
     console.print(bad)
-    console.print(f"all quarantined rows: {report['quarantine_file']}")
+    console.print(f"all quarantined rows: {escape(report['quarantine_file'])}")

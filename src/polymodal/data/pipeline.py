@@ -21,7 +21,7 @@ from polymodal.data.modalities.text import TextPreprocessor
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import Batch, Schema, infer_schema, is_absent
 from polymodal.data.sources import LINE_KEY, Manifest, Row, read_manifest
-from polymodal.errors import DataError, RowError
+from polymodal.errors import ConfigError, DataError, RowError
 from polymodal.progress import progress_bar
 from polymodal.train.checkpoint import atomic_write_text
 
@@ -88,6 +88,13 @@ class Preprocessor:
         fitted = fitted or {}
         for name in self.fields:
             if name in fitted:
+                given, own = type(fitted[name]).__name__, type(self.fields[name]).__name__
+                if given != own:
+                    raise ConfigError(
+                        f"field '{name}' is read by a {own} here but the fitted preprocessing "
+                        f"given for it is a {given}: an encoder taken from a saved model "
+                        "needs a field of the same kind"
+                    )
                 self.fields[name] = fitted[name]
             else:
                 self.fields[name].fit(rows)
@@ -176,14 +183,26 @@ class PreparedData:
     schema_inferred: bool
 
 
-def split_rows(rows: list[Row], data: DataConfig, seed: int) -> dict[str, list[Row]]:
-    """Use the manifest's split column, or a seeded random split by the configured fractions."""
+def split_rows(
+    rows: list[Row], data: DataConfig, seed: int, quarantine: Quarantine, source: str = ""
+) -> dict[str, list[Row]]:
+    """Use the manifest's split column, or a seeded random split by the configured fractions.
+
+    In a split column, an absent or empty value means train; a name other than train, val or
+    test quarantines the row (it would otherwise sit in a split nothing reads).
+    """
     column = data.split_column
     if any(column in row for row in rows):
         splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
         for row in rows:
-            name = str(row.get(column, "train"))
-            splits.setdefault(name, []).append(row)
+            value = row.get(column)
+            name = "train" if is_absent(value) else str(value).strip()
+            if name in splits:
+                splits[name].append(row)
+            else:
+                detail = f"{name!r} is not a split; use {', '.join(SPLITS)} (or leave it empty)"
+                line = int(row.get(LINE_KEY, 0))
+                quarantine.add(QuarantinedRow(source, line, "unknown split", detail, column))
         return splits
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
@@ -208,7 +227,7 @@ def prepare_data(
     """
     quarantine = Quarantine(strict=data.strict)
     manifest = read_manifest(data.manifest, quarantine)
-    splits = split_rows(manifest.rows, data, seed)
+    splits = split_rows(manifest.rows, data, seed, quarantine, str(manifest.path))
     if not splits["train"] and preprocessor is None:
         raise DataError(
             f"{data.manifest}: no rows in the train split (column '{data.split_column}')"

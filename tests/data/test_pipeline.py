@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from polymodal.config import DataConfig
+from polymodal.data.modalities.tabular import LabelPreprocessor
+from polymodal.data.modalities.text import SPECIALS, TextPreprocessor
+from polymodal.data.pipeline import PREPROCESSOR_FILE, Preprocessor, prepare_data, split_rows
+from polymodal.data.quarantine import Quarantine
+from polymodal.data.schema import FieldSpec, Schema
+from polymodal.data.sources import LINE_KEY
+from polymodal.errors import DataError
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+FIELDS = {
+    "image": FieldSpec(kind="image"),
+    "text": FieldSpec(kind="text"),
+    "price": FieldSpec(kind="tabular", numeric=["price"]),
+    "label": FieldSpec(kind="label", role="target"),
+}
+
+
+def write_manifest(directory: Path, rows: list[dict], name: str = "manifest.jsonl") -> Path:
+    """Write rows as JSONL; a value ``("png", colour)`` becomes a solid PNG file's path."""
+    out = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        for key, value in row.items():
+            if isinstance(value, tuple):
+                path = directory / "img" / f"{i}-{key}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (16, 16), value[1]).save(path)
+                row[key] = f"img/{path.name}"
+        out.append(json.dumps(row))
+    path = directory / name
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def lines(examples: list[dict]) -> list[int]:
+    return [ex[LINE_KEY] for ex in examples]
+
+
+def test_absent_or_empty_fields_load_with_mask_false(tmp_path):
+    rows = [
+        {"image": ("png", RED), "text": "a red square", "price": 1.0, "label": "red"},
+        {"text": "", "price": None, "label": "blue"},  # no image key, empty text, null price
+        {"image": ("png", BLUE), "text": "   ", "price": 3.0},  # blank text, no label key
+        {"image": None, "text": "blue and more words", "price": 5.0, "label": "blue"},
+    ]
+    manifest = write_manifest(tmp_path, rows)
+    config = DataConfig(
+        manifest=manifest, fields=FIELDS, image={"size": 8}, val_fraction=0.0, test_fraction=0.0
+    )
+    data = prepare_data(config)
+    assert len(data.quarantine) == 0
+    examples = data.splits["train"]
+    assert lines(examples) == [1, 2, 3, 4]  # every row loads
+    batch = data.preprocessor.collate(examples)
+
+    assert batch.rows == [1, 2, 3, 4]
+    assert batch.present["image"].tolist() == [True, False, True, False]
+    assert batch.present["text"].tolist() == [True, False, False, True]
+    assert batch.present["price"].tolist() == [True, False, True, True]
+    assert batch.present["label"].tolist() == [True, True, False, True]
+
+    image = batch.values["image"]
+    assert image.shape == (4, 3, 8, 8)
+    for row, colour in ((0, RED), (2, BLUE)):
+        for channel, value in enumerate(colour):
+            expected = (value / 255 - 0.5) / 0.5
+            assert torch.allclose(image[row, channel], torch.full((8, 8), expected))
+    assert torch.all(image[1] == 0) and torch.all(image[3] == 0)
+
+    tok = data.preprocessor.fields["text"].tokenizer
+    assert batch.lengths["text"].tolist() == [3, 0, 0, 4]
+    assert batch.values["text"][0, :3].tolist() == tok.encode("a red square")
+    assert batch.values["text"][3].tolist() == tok.encode("blue and more words")
+    assert batch.values["text"][1].tolist() == [tok.pad_id] * 4
+
+    mean, std = 3.0, math.sqrt(8 / 3)  # fitted on the present prices 1, 3, 5
+    assert batch.values["price"][:, 0].tolist() == pytest.approx(
+        [(1 - mean) / std, 0.0, 0.0, (5 - mean) / std]
+    )
+    labels = data.preprocessor.fields["label"].labels
+    assert labels == ["blue", "red"]
+    assert batch.values["label"].tolist() == [1, 0, -100, 0]
+    assert len(batch) == 4
+
+
+def test_batch_where_a_field_is_absent_in_every_row(tiny_manifest):
+    data = prepare_data(DataConfig(manifest=tiny_manifest, image={"size": 8}))
+    rows = [{LINE_KEY: 30, "label": "red"}, {LINE_KEY: 31, "label": "blue", "text": ""}]
+    pre = data.preprocessor
+    batch = pre.collate([pre.example(r, tiny_manifest.parent) for r in rows])
+    assert batch.rows == [30, 31]
+    for name in ("image", "text", "price"):
+        assert batch.present[name].tolist() == [False, False]
+    assert batch.values["text"].shape == (2, 1) and batch.lengths["text"].tolist() == [0, 0]
+    assert batch.values["label"].tolist() == [1, 0]
+
+
+def test_split_column_is_used(tiny_manifest):
+    data = prepare_data(DataConfig(manifest=tiny_manifest, image={"size": 8}))
+    assert {name: lines(ex) for name, ex in data.splits.items()} == {
+        "train": list(range(1, 17)),
+        "val": list(range(17, 21)),
+        "test": list(range(21, 25)),
+    }
+    assert data.schema_inferred
+    assert "split" not in data.schema.fields and "id" not in data.schema.fields
+
+
+def test_empty_split_values_train_and_unknown_names_are_quarantined(tmp_path):
+    rows = [
+        {"x": "a b c", "split": "val", LINE_KEY: 1},
+        {"x": "d e f", LINE_KEY: 2},
+        {"x": "g h i", "split": "test", LINE_KEY: 3},
+        {"x": "j k l", "split": "holdout", LINE_KEY: 4},
+        {"x": "m n o", "split": "train", LINE_KEY: 5},
+        {"x": "p q r", "split": None, LINE_KEY: 6},
+        {"x": "s t u", "split": " ", LINE_KEY: 7},
+    ]
+    quarantine = Quarantine()
+    config = DataConfig(manifest=tmp_path / "m.jsonl")
+    splits = split_rows(rows, config, 0, quarantine, "m.jsonl")
+    assert splits == {
+        "train": [rows[1], rows[4], rows[5], rows[6]],
+        "val": [rows[0]],
+        "test": [rows[2]],
+    }
+    [bad] = quarantine.rows
+    assert (bad.line, bad.reason, bad.field) == (4, "unknown split", "split")
+    assert "'holdout' is not a split; use train, val, test" in bad.detail
+
+
+def test_named_split_column(tmp_path):
+    rows = [{"x": "a b", "fold": "val" if i % 3 == 0 else "train"} for i in range(9)]
+    config = DataConfig(manifest=tmp_path / "m.jsonl", split_column="fold")
+    splits = split_rows(rows, config, 0, Quarantine())
+    assert [len(splits[name]) for name in ("train", "val", "test")] == [6, 3, 0]
+
+
+def random_split_manifest(directory: Path, n: int = 20) -> Path:
+    rows = [{"text": f"row {i} words here", "label": "ab"[i % 2]} for i in range(n)]
+    return write_manifest(directory, rows)
+
+
+def test_seeded_random_split_fractions_and_coverage(tmp_path):
+    manifest = random_split_manifest(tmp_path)
+    config = DataConfig(manifest=manifest, val_fraction=0.2, test_fraction=0.15)
+    data = prepare_data(config, seed=7)
+    split_lines = {name: lines(ex) for name, ex in data.splits.items()}
+    assert {name: len(v) for name, v in split_lines.items()} == {"train": 13, "val": 4, "test": 3}
+    all_lines = [line for v in split_lines.values() for line in v]
+    assert sorted(all_lines) == list(range(1, 21))  # disjoint and complete
+    assert all(v == sorted(v) for v in split_lines.values())  # manifest order within a split
+
+
+def test_seeded_random_split_is_deterministic(tmp_path):
+    manifest = random_split_manifest(tmp_path)
+    config = DataConfig(manifest=manifest, val_fraction=0.2, test_fraction=0.2)
+
+    def split(seed: int) -> dict[str, list[int]]:
+        return {name: lines(ex) for name, ex in prepare_data(config, seed=seed).splits.items()}
+
+    assert split(7) == split(7)
+    assert split(7) != split(8)
+    no_holdout = DataConfig(manifest=manifest, val_fraction=0.0, test_fraction=0.0)
+    assert lines(prepare_data(no_holdout).splits["train"]) == list(range(1, 21))
+
+
+def test_empty_train_split_is_an_error(tmp_path):
+    manifest = write_manifest(tmp_path, [{"text": "a b c", "split": "val"}] * 3)
+    with pytest.raises(DataError, match="no rows in the train split"):
+        prepare_data(DataConfig(manifest=manifest))
+
+
+def round_trip_manifest(directory: Path) -> Path:
+    rows = []
+    for i in range(12):
+        colour = ("red", RED) if i % 2 == 0 else ("blue", BLUE)
+        rows.append(
+            {
+                "split": "train" if i < 8 else ("val" if i < 10 else "test"),
+                "image": ("png", colour[1]),
+                "text": f"a {colour[0]} shape number {i}" + (" unseen" if i >= 8 else ""),
+                "price": i * 1.25 if i != 3 else None,
+                "shape": ["circle", "square", "star"][i % 3] if i < 11 else "hexagon",
+                "label": colour[0],
+            }
+        )
+    return write_manifest(directory, rows)
+
+
+def assert_same_examples(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            if isinstance(x[key], torch.Tensor):
+                assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
+            else:
+                assert x[key] == y[key], key
+
+
+def test_preprocessor_save_load_gives_identical_examples(tmp_path):
+    manifest = round_trip_manifest(tmp_path)
+    config = DataConfig(manifest=manifest, image={"size": 8, "mean": [0.4, 0.5, 0.6]})
+    data = prepare_data(config)
+    kinds = {name: pre.kind for name, pre in data.preprocessor.fields.items()}
+    assert kinds == {
+        "image": "image",
+        "label": "label",
+        "price": "tabular",
+        "shape": "tabular",
+        "text": "text",
+    }
+    saved = data.preprocessor.save(tmp_path / "model")
+    assert saved == tmp_path / "model" / PREPROCESSOR_FILE
+
+    loaded = Preprocessor.load(tmp_path / "model")
+    assert loaded.state() == data.preprocessor.state()
+    assert loaded.schema == data.schema
+    again = prepare_data(config, preprocessor=loaded)
+    assert again.preprocessor is loaded
+    for name in ("train", "val", "test"):
+        assert_same_examples(data.splits[name], again.splits[name])
+    first, second = (d.preprocessor.collate(d.splits["val"]) for d in (data, again))
+    for name in first.values:
+        assert torch.equal(first.values[name], second.values[name]), name
+        assert torch.equal(first.present[name], second.present[name]), name
+    assert first.lengths.keys() == second.lengths.keys() == {"text"}
+    assert torch.equal(first.lengths["text"], second.lengths["text"])
+    # unseen values map the same way: the 'unseen' word and the 'hexagon' category
+    unk = loaded.fields["text"].tokenizer.unk_id
+    assert again.splits["val"][0]["text"][-1].item() == unk
+    assert again.splits["test"][-1]["shape"].tolist() == [0.0]
+
+
+def test_load_from_a_directory_without_a_preprocessor(tmp_path):
+    with pytest.raises(DataError, match=r"preprocessor\.json is missing"):
+        Preprocessor.load(tmp_path)
+
+
+def test_prepare_data_keeps_a_fitted_text_preprocessor(tiny_manifest):
+    given = TextPreprocessor("text", max_length=8)
+    given.fit([{"text": "zebra giraffe"}, {"text": "zebra"}])
+    vocab = list(given.tokenizer.vocab)
+    data = prepare_data(
+        DataConfig(manifest=tiny_manifest, image={"size": 8}), fitted={"text": given}
+    )
+
+    assert data.preprocessor.fields["text"] is given
+    assert given.tokenizer.vocab == vocab == [*SPECIALS, "zebra", "giraffe"]  # not refit
+    unk = given.tokenizer.unk_id
+    for ex in data.splits["train"]:  # "a red square number 0": no word of the given vocabulary
+        assert ex["text"].tolist() == [unk] * 5
+    assert data.preprocessor.fields["label"].labels == ["blue", "red"]  # others are fitted
+    assert data.preprocessor.encoder_args("text")["vocab_size"] == 6
+
+    refit = prepare_data(DataConfig(manifest=tiny_manifest, image={"size": 8}))
+    assert "red" in refit.preprocessor.fields["text"].tokenizer.vocab
+
+
+def test_fit_takes_a_fitted_label_preprocessor_as_is(tiny_manifest):
+    schema = Schema({"text": FieldSpec(kind="text"), "label": FieldSpec(kind="label")})
+    data_config = DataConfig(manifest=tiny_manifest)
+    rows = [{"text": "a red square", "label": "red"}, {"text": "a blue one", "label": "blue"}]
+    given = LabelPreprocessor("label")
+    given.fit([{"label": "red"}, {"label": "green"}])
+
+    pre = Preprocessor.build(schema, data_config).fit(rows, fitted={"label": given})
+    assert pre.fields["label"] is given and given.labels == ["green", "red"]
+    assert pre.fields["text"].tokenizer.vocab[len(SPECIALS) :] == [
+        "a",
+        "blue",
+        "one",
+        "red",
+        "square",
+    ]
+    plain = Preprocessor.build(schema, data_config).fit(rows)
+    assert plain.fields["label"].labels == ["blue", "red"]

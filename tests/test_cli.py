@@ -1,0 +1,410 @@
+"""The ``polymodal`` command, run in-process: data, train, eval, predict and their user errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from polymodal import __version__
+from polymodal.cli import main
+from polymodal.predictor import Predictor
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+
+CONFIG = """\
+name: tiny
+seed: 0
+data:
+  manifest: {manifest}
+  image: {{size: 16}}
+model:
+  inputs: [image, text, price]
+  encoders:
+    image: {{type: cnn, channels: [8, 8], dim: 16}}
+    text: {{type: transformer, dim: 16, layers: 1, heads: 2}}
+    price: {{type: mlp, dim: 16, hidden: 16}}
+  fusion: {{dim: 16}}
+  tasks: [{{type: classify, target: label, hidden: 16}}]
+train:
+  epochs: 1
+  batch_size: 4
+  lr: 0.005
+"""
+
+
+def write_png(path: Path, colour: str, size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), COLOURS[colour]).save(path)
+
+
+def write_tiny_manifest(folder: Path) -> Path:
+    """The rows of conftest's ``tiny_manifest``, for a module-scoped run (that fixture is not)."""
+    rows = []
+    for i in range(24):
+        colour = "red" if i % 2 == 0 else "blue"
+        write_png(folder / "img" / f"{i}.png", colour)
+        split = "train" if i < 16 else ("val" if i < 20 else "test")
+        rows.append(
+            {
+                "id": str(i),
+                "split": split,
+                "image": f"img/{i}.png",
+                "text": f"a {colour} square number {i}",
+                "price": float(i),
+                "label": colour,
+            }
+        )
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def write_config(folder: Path, manifest: str) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(CONFIG.format(manifest=manifest), encoding="utf-8")
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def generate(capsys: pytest.CaptureFixture[str], out: Path, *argv: Any) -> tuple[int, str, str]:
+    return cli(capsys, "data", "generate", "shapeworld", "--out", out, *argv)
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1 and err.endswith("\n")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``polymodal train`` once for the module, with --set overrides; its exit code and output."""
+    root = tmp_path_factory.mktemp("cli_run")
+    write_tiny_manifest(root / "data")
+    config = write_config(root, "data/manifest.jsonl")  # relative to the config file
+    out_dir = root / "runs"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(
+            ["train", str(config), "--set", "train.epochs=2", "--set", f"train.out_dir={out_dir}"]
+        )
+    return {
+        "code": code,
+        "out": stdout.getvalue(),
+        "err": stderr.getvalue(),
+        "run_dir": out_dir / "tiny",
+        "root": root,
+    }
+
+
+# --- version and data ----------------------------------------------------------------------
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"polymodal {__version__}\n"
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_generate_writes_the_same_files_for_the_same_seed(capsys, tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        code, out, _ = generate(capsys, tmp_path / name, "--n", 20, "--seed", 1)
+        assert code == 0
+        assert out == f"wrote 20 scenes: {tmp_path / name / 'manifest.jsonl'}\n"
+        outputs.append(tmp_path / name)
+    a, b = outputs
+    rows = [json.loads(line) for line in (a / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"{i:06d}" for i in range(20)]
+    assert {r["split"] for r in rows} <= {"train", "val", "test"}
+    images = sorted(p.name for p in (a / "images").iterdir())
+    assert images == [f"{i:06d}.png" for i in range(20)]
+    assert all((a / r["image"]).is_file() for r in rows)
+    assert (a / "questions.jsonl").read_text().strip()
+    for name in ["manifest.jsonl", "questions.jsonl"] + [f"images/{i}" for i in images]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+    code, _, _ = generate(capsys, tmp_path / "c", "--n", 20, "--seed", 2)
+    assert code == 0
+    assert (tmp_path / "c" / "manifest.jsonl").read_bytes() != (a / "manifest.jsonl").read_bytes()
+
+
+def test_generate_statement_mix_count_only(capsys, tmp_path):
+    code, _, _ = generate(capsys, tmp_path, "--n", 20, "--seed", 1, "--statement-mix", "count=1")
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 20
+    assert {r["statement_type"] for r in rows} == {"count"}
+    for row in rows:
+        assert any(f" {k} shape" in row["statement"] for k in (1, 2, 3)), row["statement"]
+
+
+@pytest.mark.parametrize(
+    ("mix", "fragments"),
+    [
+        ("spatial=x", ("--statement-mix 'spatial=x'", "type=weight")),
+        ("spatial", ("--statement-mix 'spatial'", "type=weight")),
+        ("colour=1", ("statement_mix", "keys must be among")),
+        ("count=-1", ("statement_mix", "non-negative")),
+    ],
+)
+def test_generate_rejects_a_bad_statement_mix(capsys, tmp_path, mix, fragments):
+    out_dir = tmp_path / "out"
+    code, out, err = generate(capsys, out_dir, "--n", 5, "--statement-mix", mix)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, *fragments)
+    assert not out_dir.exists()
+
+
+def test_generate_rejects_a_too_small_image(capsys, tmp_path):
+    code, _, err = generate(capsys, tmp_path, "--n", 5, "--image-size", 8)
+    assert code == 2
+    assert_one_line_error(err, "image_size is 8", "at least 32")
+
+
+def test_inspect_json(capsys, tiny_manifest):
+    code, out, _ = cli(capsys, "data", "inspect", tiny_manifest, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["manifest"] == str(tiny_manifest)
+    assert report["schema_inferred"] is True
+    assert {name: spec["kind"] for name, spec in report["fields"].items()} == {
+        "image": "image",
+        "label": "label",
+        "price": "tabular",
+        "text": "text",
+    }
+    assert report["fields"]["label"]["role"] == "target"
+    assert report["fields"]["price"]["numeric"] == ["price"]
+    assert all(spec["present"] == 1.0 for spec in report["fields"].values())
+    assert report["rows"] == {"read": 24, "loaded": 24, "quarantined": 0}
+    assert report["splits"] == {"train": 16, "val": 4, "test": 4}
+    assert report["quarantine"] == {}
+    assert "quarantine_file" not in report
+
+
+def test_inspect_json_counts_bad_rows(capsys, tiny_manifest, tmp_path):
+    with tiny_manifest.open("a", encoding="utf-8") as f:
+        f.write("{not json\n")
+        row = {"split": "test", "image": "img/none.png", "text": "x", "price": 1, "label": "red"}
+        f.write(json.dumps(row) + "\n")
+    quarantine = tmp_path / "bad.jsonl"
+    code, out, _ = cli(
+        capsys, "data", "inspect", tiny_manifest, "--json", "--quarantine", quarantine
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert report["rows"] == {"read": 26, "loaded": 24, "quarantined": 2}
+    assert {reason: info["count"] for reason, info in report["quarantine"].items()} == {
+        "malformed row": 1,
+        "missing image file": 1,
+    }
+    assert report["quarantine_file"] == str(quarantine)
+    assert len(quarantine.read_text().splitlines()) == 2
+
+
+def test_inspect_table(capsys, tiny_manifest):
+    code, out, _ = cli(capsys, "data", "inspect", tiny_manifest)
+    assert code == 0
+    for name in ("image", "label", "price", "text"):
+        assert name in out
+    assert "rows: 24 read, 24 loaded, 0 quarantined; splits: train 16, val 4, test 4" in out
+
+
+def test_inspect_missing_manifest(capsys, tmp_path):
+    code, _, err = cli(capsys, "data", "inspect", tmp_path / "nope.jsonl")
+    assert code == 2
+    assert_one_line_error(err, "nope.jsonl does not exist")
+
+
+# --- train, eval, predict ------------------------------------------------------------------
+
+
+def test_train_prints_test_scores_and_writes_the_run(trained):
+    assert trained["code"] == 0
+    run_dir = trained["run_dir"]
+    out = trained["out"]
+    assert "Traceback" not in trained["err"]
+    assert f"best model: {run_dir / 'best'}\nrun files: {run_dir}\n" in out
+    assert "rows: train 16, val 4, test 4" in out
+    # --set train.epochs=2 overrode the file's epochs: 1
+    history = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2]
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "best/config.json"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    start = out.index("\n{\n") + 1
+    printed = json.loads(out[start : out.index("best model:")])
+    assert printed == results["test"]
+    assert printed["classify_label"]["num_examples"] == 4
+    assert printed["classify_label"]["labels"] == ["blue", "red"]
+
+
+def test_eval_prints_scores_and_writes_out_file(capsys, trained, tmp_path):
+    run_dir = trained["run_dir"]
+    results = json.loads((run_dir / "results.json").read_text())
+    out_file = tmp_path / "scores.json"
+    code, out, _ = cli(capsys, "eval", run_dir, "--out", out_file)
+    assert code == 0
+    scores = json.loads(out)
+    assert scores == {"split": "test", "rows": 4, "tasks": results["test"]}
+    assert json.loads(out_file.read_text()) == scores
+    assert json.loads((run_dir / "eval_test.json").read_text()) == scores
+
+
+def test_eval_another_split(capsys, trained):
+    code, out, _ = cli(capsys, "eval", trained["run_dir"], "--split", "val")
+    assert code == 0
+    scores = json.loads(out)
+    assert scores["split"] == "val" and scores["rows"] == 4
+    assert scores["tasks"]["classify_label"]["num_examples"] == 4
+
+
+def write_request(folder: Path, rows: Any) -> Path:
+    """A JSON request whose image paths are relative to its own folder."""
+    write_png(folder / "pics" / "red.png", "red")
+    write_png(folder / "pics" / "blue.png", "blue")
+    path = folder / "request.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def check_prediction(prediction: dict[str, Any]) -> None:
+    assert set(prediction) == {"classify_label"}
+    result = prediction["classify_label"]
+    probabilities = result["probabilities"]
+    assert set(probabilities) == {"blue", "red"}
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["label"] == max(probabilities, key=probabilities.get)
+
+
+def test_predict_one_row(capsys, trained, tmp_path, monkeypatch):
+    model_dir = trained["run_dir"] / "best"
+    row = {"image": "pics/red.png", "text": "a red square", "price": 3.0}
+    request = write_request(tmp_path / "request", row)
+    monkeypatch.chdir(tmp_path)  # paths are relative to the JSON file's folder, not the cwd
+    code, out, err = cli(capsys, "predict", model_dir, "--input", request)
+    assert code == 0, err
+    prediction = json.loads(out)
+    check_prediction(prediction)
+    expected = Predictor.from_pretrained(model_dir).predict([row], request.parent)[0]
+    assert prediction == expected
+
+
+def test_predict_a_list_of_rows(capsys, trained, tmp_path):
+    model_dir = trained["run_dir"] / "best"
+    rows = [
+        {"image": "pics/red.png", "text": "a red square", "price": 3.0},
+        {"image": "pics/blue.png"},  # text and price are optional
+    ]
+    request = write_request(tmp_path, rows)
+    code, out, err = cli(capsys, "predict", model_dir, "--input", request)
+    assert code == 0, err
+    predictions = json.loads(out)
+    assert isinstance(predictions, list) and len(predictions) == 2
+    for prediction in predictions:
+        check_prediction(prediction)
+    assert predictions == Predictor.from_pretrained(model_dir).predict(rows, tmp_path)
+
+
+# --- user errors: exit code 2, one clear message, no traceback --------------------------------
+
+
+def test_train_unknown_config_key_suggests_the_right_one(capsys, tiny_manifest, tmp_path):
+    config = write_config(tmp_path, str(tiny_manifest))
+    code, out, err = cli(
+        capsys, "train", config, "--set", "train.batchsize=8", "--set", f"train.out_dir={tmp_path}"
+    )
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ")
+    assert "unknown key 'train.batchsize'" in err
+    assert "did you mean 'batch_size'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_train_bad_override_syntax(capsys, tiny_manifest, tmp_path):
+    config = write_config(tmp_path, str(tiny_manifest))
+    code, _, err = cli(capsys, "train", config, "--set", "train.epochs")
+    assert code == 2
+    assert_one_line_error(err, "--set 'train.epochs'", "key.path=value")
+
+
+def test_train_missing_config_file(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", tmp_path / "none.yaml")
+    assert code == 2
+    assert_one_line_error(err, "none.yaml does not exist")
+
+
+def test_predict_missing_input_file(capsys, trained, tmp_path):
+    missing = tmp_path / "row.json"
+    code, out, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", missing)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, f"--input {missing} does not exist")
+
+
+def test_predict_input_that_is_not_json(capsys, trained, tmp_path):
+    bad = tmp_path / "row.json"
+    bad.write_text("{image: red.png", encoding="utf-8")
+    code, out, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", bad)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, f"--input {bad} is not valid JSON")
+
+
+def test_predict_row_with_a_missing_image(capsys, trained, tmp_path):
+    request = tmp_path / "row.json"
+    request.write_text(json.dumps({"image": "gone.png"}), encoding="utf-8")
+    code, out, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", request)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, "row 0, field 'image': missing image file", "gone.png")
+
+
+def test_predict_on_a_folder_without_a_model(capsys, trained, tmp_path):
+    request = write_request(tmp_path, {"image": "pics/red.png"})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder in (empty, trained["run_dir"]):  # the run dir itself holds no model: best/ does
+        code, out, err = cli(capsys, "predict", folder, "--input", request)
+        assert code == 2
+        assert out == ""
+        assert_one_line_error(err, f"{folder / 'config.json'} is missing")
+
+
+def test_eval_on_a_folder_that_is_not_a_run(capsys, tmp_path):
+    code, out, err = cli(capsys, "eval", tmp_path)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, f"{tmp_path / 'config.yaml'} is missing", "polymodal train")
+
+
+def test_eval_unknown_split(capsys, trained):
+    code, out, err = cli(capsys, "eval", trained["run_dir"], "--split", "holdout")
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, "split 'holdout' has no rows", "train, val, test")

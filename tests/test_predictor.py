@@ -1,0 +1,206 @@
+"""Predictor: a saved model's predictions for raw rows, and clear errors for bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from polymodal.config import validate
+from polymodal.errors import DataError, ModelError, PolymodalError
+from polymodal.models.model import MultimodalModel
+from polymodal.predictor import Predictor
+from polymodal.train.run import RunResult, run_training
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+LABELS = ["blue", "red"]
+
+
+def write_tiny_manifest(folder: Path) -> Path:
+    """The rows of conftest's ``tiny_manifest``, for a module-scoped run (that fixture is not)."""
+    rows = []
+    for i in range(24):
+        colour = "red" if i % 2 == 0 else "blue"
+        image = folder / "img" / f"{i}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), COLOURS[colour]).save(image)
+        split = "train" if i < 16 else ("val" if i < 20 else "test")
+        rows.append(
+            {
+                "id": str(i),
+                "split": split,
+                "image": f"img/{i}.png",
+                "text": f"a {colour} square number {i}",
+                "price": float(i),
+                "label": colour,
+            }
+        )
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    root = tmp_path_factory.mktemp("predictor_run")
+    manifest = write_tiny_manifest(root / "data")
+    config = validate(
+        {
+            "name": "tiny",
+            "seed": 0,
+            "data": {"manifest": str(manifest), "image": {"size": 16}},
+            "model": {
+                "inputs": ["image", "text", "price"],
+                "encoders": {
+                    "image": {"type": "cnn", "dim": 16, "channels": [8, 8]},
+                    "text": {"type": "transformer", "dim": 16, "layers": 1, "heads": 2},
+                    "price": {"type": "mlp", "dim": 16, "hidden": 16},
+                },
+                "fusion": {"dim": 16},
+                "tasks": [{"type": "classify", "target": "label", "hidden": 16}],
+            },
+            "train": {"epochs": 2, "batch_size": 4, "lr": 0.005, "out_dir": str(root / "runs")},
+        }
+    )
+    return run_training(config, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def predictor(run: RunResult) -> Predictor:
+    return Predictor.from_pretrained(run.model_dir)
+
+
+@pytest.fixture(scope="module")
+def data_dir(run: RunResult) -> Path:
+    return run.data.manifest.base_dir
+
+
+def manifest_rows(data_dir: Path, split: str) -> list[dict[str, Any]]:
+    lines = (data_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [row for row in map(json.loads, lines) if row["split"] == split]
+
+
+def check(prediction: dict[str, Any]) -> dict[str, Any]:
+    """One row's prediction: the label with the highest probability; probabilities sum to 1."""
+    assert set(prediction) == {"classify_label"}
+    result = prediction["classify_label"]
+    assert set(result) == {"label", "probabilities"}
+    probabilities = result["probabilities"]
+    assert list(probabilities) == LABELS
+    assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["label"] == max(probabilities, key=probabilities.get)
+    return result
+
+
+def test_predict_returns_one_dict_per_row(predictor, data_dir):
+    rows = manifest_rows(data_dir, "test")
+    predictions = predictor.predict(rows, data_dir)
+    assert len(predictions) == len(rows) == 4
+    for prediction in predictions:
+        check(prediction)
+
+
+def test_call_is_predict_of_one_row(predictor, data_dir):
+    row = manifest_rows(data_dir, "test")[0]
+    assert predictor(row, data_dir) == predictor.predict([row], data_dir)[0]
+
+
+def test_rows_are_predicted_independently_of_their_batch(predictor, data_dir):
+    rows = manifest_rows(data_dir, "test")
+    together = predictor.predict(rows, data_dir)
+    for row, prediction in zip(rows, together, strict=True):
+        alone = predictor(row, data_dir)["classify_label"]
+        assert alone["label"] == prediction["classify_label"]["label"]
+        assert alone["probabilities"] == pytest.approx(
+            prediction["classify_label"]["probabilities"], abs=1e-6
+        )
+
+
+def test_predictions_equal_the_model_run_directly(run, predictor, data_dir):
+    model = MultimodalModel.from_pretrained(run.model_dir)
+    examples = run.data.splits["test"]  # the examples training scored
+    with torch.no_grad():
+        logits = model(model.preprocessor.collate(examples))["classify_label"]
+    expected = logits.softmax(-1)
+
+    rows = manifest_rows(data_dir, "test")
+    predictions = predictor.predict(rows, data_dir)
+    got = torch.tensor([list(p["classify_label"]["probabilities"].values()) for p in predictions])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    labels = [p["classify_label"]["label"] for p in predictions]
+    assert labels == [LABELS[i] for i in expected.argmax(-1).tolist()]
+    # and they score what training reported for the test split
+    truth = [row["label"] for row in rows]
+    accuracy = sum(a == b for a, b in zip(labels, truth, strict=True)) / len(rows)
+    assert accuracy == run.test["classify_label"]["accuracy"]
+
+
+def test_absolute_image_paths_ignore_base_dir(predictor, data_dir, tmp_path):
+    row = {"image": "img/0.png", "text": "a red square", "price": 2.0}
+    absolute = {**row, "image": str(data_dir / "img" / "0.png")}
+    assert predictor(absolute, tmp_path) == predictor(row, data_dir)
+
+
+def test_missing_optional_fields_still_predict(predictor, data_dir):
+    full = {"image": "img/0.png", "text": "a red square", "price": 2.0}
+    image_only = {"image": "img/0.png"}
+    check(predictor(image_only, data_dir))
+    check(predictor({"text": "a blue square"}, data_dir))
+    check(predictor({"price": 5}, data_dir))
+    # None and "" count as absent, like a missing key
+    assert predictor({"image": "img/0.png", "text": None, "price": ""}, data_dir) == predictor(
+        image_only, data_dir
+    )
+    # absent inputs change the prediction: they are masked, not ignored silently
+    assert predictor(full, data_dir) != predictor(image_only, data_dir)
+
+
+def test_target_and_unknown_columns_are_not_read(predictor, data_dir):
+    row = {"image": "img/1.png", "text": "a blue square", "price": 1.0}
+    noisy = {**row, "label": "green", "id": "x", "colour": [1, 2]}
+    assert predictor(noisy, data_dir) == predictor(row, data_dir)
+
+
+def test_numeric_strings_are_read_as_numbers(predictor, data_dir):
+    row = {"image": "img/1.png", "price": 7}
+    assert predictor({**row, "price": "7"}, data_dir) == predictor(row, data_dir)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"image": "img/nope.png"}, "row 1, field 'image': missing image file"),
+        ({"image": "not-an-image.png"}, "row 1, field 'image': unreadable image"),
+        ({"image": "img/0.png", "price": "cheap"}, "row 1, field 'price': non-numeric value"),
+        ({"image": "img/0.png", "price": True}, "row 1, field 'price': non-numeric value"),
+        ({"image": "img/0.png", "text": 5}, "row 1, field 'text': undecodable text"),
+        ({"label": "red", "id": "3"}, "row 1: none of the model's input fields is given"),
+        ({}, "row 1: none of the model's input fields is given"),
+        ("img/0.png", "row 1: expected an object of field values, got str"),
+    ],
+)
+def test_bad_rows_raise_a_clear_data_error(predictor, data_dir, tmp_path, row, message):
+    (tmp_path / "img").symlink_to(data_dir / "img")
+    (tmp_path / "not-an-image.png").write_text("plain text", encoding="utf-8")
+    good = {"image": "img/0.png"}
+    with pytest.raises(DataError) as exc:
+        predictor.predict([good, row], tmp_path)
+    assert str(exc.value).startswith(message)
+    assert isinstance(exc.value, PolymodalError)
+
+
+def test_missing_image_error_names_the_path(predictor, tmp_path):
+    with pytest.raises(DataError, match=r"nope\.png does not exist"):
+        predictor({"image": "nope.png"}, tmp_path)
+
+
+def test_from_pretrained_needs_a_saved_model(run, tmp_path):
+    with pytest.raises(ModelError, match=r"config\.json is missing"):
+        Predictor.from_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=r"config\.json is missing"):
+        Predictor.from_pretrained(run.run_dir)  # the run folder, not its best/ model
