@@ -265,7 +265,7 @@ def test_train_prints_test_scores_and_writes_the_run(trained):
 def test_eval_prints_scores_and_writes_out_file(capsys, trained, tmp_path):
     run_dir = trained["run_dir"]
     results = json.loads((run_dir / "results.json").read_text())
-    out_file = tmp_path / "scores.json"
+    out_file = tmp_path / "new" / "folder" / "scores.json"
     code, out, _ = cli(capsys, "eval", run_dir, "--out", out_file)
     assert code == 0
     scores = json.loads(out)
@@ -365,6 +365,9 @@ def test_predict_missing_input_file(capsys, trained, tmp_path):
     assert code == 2
     assert out == ""
     assert_one_line_error(err, f"--input {missing} does not exist")
+    code, _, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, f"--input {tmp_path} is a folder")
 
 
 def test_predict_input_that_is_not_json(capsys, trained, tmp_path):

@@ -181,6 +181,7 @@ def test_numeric_strings_are_read_as_numbers(predictor, data_dir):
         ({"image": "img/0.png", "text": 5}, "row 1, field 'text': undecodable text"),
         ({"label": "red", "id": "3"}, "row 1: none of the model's input fields is given"),
         ({}, "row 1: none of the model's input fields is given"),
+        ({"text": "   ", "price": None}, "row 1: none of the model's input fields is given"),
         ("img/0.png", "row 1: expected an object of field values, got str"),
     ],
 )
@@ -204,3 +205,8 @@ def test_from_pretrained_needs_a_saved_model(run, tmp_path):
         Predictor.from_pretrained(tmp_path)
     with pytest.raises(ModelError, match=r"config\.json is missing"):
         Predictor.from_pretrained(run.run_dir)  # the run folder, not its best/ model
+
+
+def test_no_rows_is_a_clear_error(predictor, data_dir):
+    with pytest.raises(DataError, match="no rows to predict"):
+        predictor.predict([], data_dir)

@@ -91,6 +91,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     scores = evaluate_run(args.run_dir, args.split)
     text = json.dumps(scores, indent=1)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0
@@ -102,7 +103,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     path = Path(args.input)
     if not path.is_file():
-        raise DataError(f"--input {path} does not exist; pass a JSON file holding one row object")
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise DataError(f"--input {path} {problem}; pass a JSON file holding one row object")
     try:
         row = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

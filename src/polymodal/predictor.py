@@ -31,24 +31,26 @@ class Predictor:
 
     def preprocess(self, rows: list[dict[str, Any]], base_dir: Path) -> Batch:
         inputs = self.model.inputs
+        if not rows:
+            raise DataError("no rows to predict: give a row object or a non-empty list of them")
         examples: list[Example] = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise DataError(
                     f"row {i}: expected an object of field values, got {type(row).__name__}"
                 )
-            present = [name for name in inputs if row.get(name) not in (None, "")]
-            if not present:
+            given = {k: v for k, v in row.items() if k in inputs}  # targets are not read here
+            try:
+                example = self.model.preprocessor.example(given, base_dir)
+            except RowError as err:
+                field = getattr(err, "field", "?")
+                raise DataError(f"row {i}, field '{field}': {err}") from None
+            if all(example[name] is None for name in inputs):  # missing, null or blank
                 raise DataError(
                     f"row {i}: none of the model's input fields is given; "
                     f"expected some of: {', '.join(inputs)}"
                 )
-            given = {k: v for k, v in row.items() if k in inputs}  # targets are not read here
-            try:
-                examples.append(self.model.preprocessor.example(given, base_dir))
-            except RowError as err:
-                field = getattr(err, "field", "?")
-                raise DataError(f"row {i}, field '{field}': {err}") from None
+            examples.append(example)
         return self.model.preprocessor.collate(examples).to(self.device)
 
     @torch.no_grad()
