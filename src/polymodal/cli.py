@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from polymodal import __version__
-from polymodal.errors import ConfigError, PolymodalError
+from polymodal.errors import ConfigError, DataError, PolymodalError
 
 
 def _console() -> Any:
@@ -85,14 +85,81 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from polymodal.evaluate.run import evaluate_run
+FILE_KINDS = ("captions", "vqa", "retrieval", "classification")
+FILE_OPTIONS = {  # what each kind of output file scoring reads
+    "captions": ("references", "predictions"),
+    "vqa": ("questions", "annotations", "predictions"),
+    "retrieval": ("similarity",),
+    "classification": ("y_true", "probs"),
+}
 
-    scores = evaluate_run(args.run_dir, args.split)
-    text = json.dumps(scores, indent=1)
+
+def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Score another model's output files (``polymodal eval captions|vqa|...``)."""
+    missing = [name for name in FILE_OPTIONS[kind] if getattr(args, name) is None]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ConfigError(f"eval {kind} needs {flags}")
+    if kind == "captions":
+        from polymodal.evaluate.captioning import caption_scores_from_files
+
+        return caption_scores_from_files(
+            args.references, args.predictions, meteor=not args.no_meteor
+        )
+    if kind == "vqa":
+        from polymodal.evaluate.vqa import vqa_scores_from_files
+
+        return vqa_scores_from_files(args.questions, args.annotations, args.predictions)
+    from polymodal.evaluate.files import read_array
+
+    if kind == "retrieval":
+        from polymodal.evaluate.retrieval import retrieval_scores
+
+        relevance = read_array(args.relevance, "--relevance") if args.relevance else None
+        similarity = read_array(args.similarity, "--similarity")
+        try:
+            return retrieval_scores(similarity, relevance, ks=args.ks, ties=args.ties)
+        except ValueError as err:
+            raise DataError(f"eval retrieval: {err}") from None
+    from polymodal.evaluate.classification import classification_scores
+
+    try:
+        return classification_scores(
+            read_array(args.y_true, "--y-true"), read_array(args.probs, "--probs")
+        )
+    except ValueError as err:
+        raise DataError(f"eval classification: {err}") from None
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.runs:
+        from polymodal.evaluate.confidence import aggregate_runs
+
+        if args.target:
+            raise ConfigError("eval: give either RUN_DIR or --runs RUN1 RUN2 ..., not both")
+        result: Any = aggregate_runs(args.runs)
+    elif args.target in FILE_KINDS:
+        result = _score_files(args.target, args)
+    elif args.target:
+        from polymodal.evaluate.run import evaluate_run
+
+        result = evaluate_run(
+            args.target,
+            args.split,
+            robustness=args.robustness,
+            efficiency=args.efficiency,
+            report=args.report,
+            reference=args.reference,
+            seed=args.seed,
+        )
+    else:
+        raise ConfigError(
+            f"eval: give a RUN_DIR, --runs RUN1 RUN2 ..., or one of {', '.join(FILE_KINDS)}"
+        )
+    text = json.dumps(result, indent=1, ensure_ascii=False)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
 
@@ -166,10 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--strict", action="store_true", help="any bad row is an error")
     train.set_defaults(func=_cmd_train)
 
-    ev = commands.add_parser("eval", help="evaluate a run's best model on a split")
-    ev.add_argument("run_dir")
+    ev = commands.add_parser(
+        "eval",
+        help="score a run (with robustness, efficiency, a report), several runs, or the "
+        "output files of any model",
+        description="polymodal eval RUN_DIR [--robustness] [--efficiency] [--report] | "
+        "polymodal eval --runs RUN1 RUN2 ... | polymodal eval captions --references A.json "
+        "--predictions R.json | polymodal eval vqa --questions Q.json --annotations A.json "
+        "--predictions R.json | polymodal eval retrieval --similarity S.npy [--relevance R.npy] "
+        "| polymodal eval classification --y-true Y.json --probs P.npy",
+    )
+    ev.add_argument("target", nargs="?", help=f"RUN_DIR, or one of {', '.join(FILE_KINDS)}")
     ev.add_argument("--split", default="test")
     ev.add_argument("--out", help="also write the scores to this JSON file")
+    ev.add_argument("--robustness", action="store_true", help="missing and noisy modalities")
+    ev.add_argument("--reference", help="robustness baseline run (for effective robustness)")
+    ev.add_argument("--efficiency", action="store_true", help="parameters, latency, memory")
+    ev.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html")
+    ev.add_argument("--seed", type=int, default=0, help="seed of corruptions and bootstraps")
+    ev.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="mean and std over runs")
+    ev.add_argument("--references", help="captions: COCO-format annotations JSON")
+    ev.add_argument("--predictions", help="captions or vqa: a results JSON")
+    ev.add_argument("--no-meteor", action="store_true", help="captions: skip METEOR (Java)")
+    ev.add_argument("--questions", help="vqa: VQA v2 questions JSON")
+    ev.add_argument("--annotations", help="vqa: VQA v2 annotations JSON")
+    ev.add_argument("--similarity", help="retrieval: (images x texts) .npy/.json/.csv")
+    ev.add_argument("--relevance", help="retrieval: (images x texts) 0/1 matrix")
+    ev.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="retrieval: R@K")
+    ev.add_argument("--ties", default="stable", choices=["stable", "optimistic", "pessimistic"])
+    ev.add_argument("--y-true", help="classification: true class ids (.npy/.json/.csv)")
+    ev.add_argument("--probs", help="classification: (N, C) probabilities")
     ev.set_defaults(func=_cmd_eval)
 
     pred = commands.add_parser("predict", help="predict one row (or a list of rows) from JSON")

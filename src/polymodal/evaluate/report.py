@@ -498,15 +498,42 @@ def _curve_table(
     return Table([*header, *(f"{x:g}" for x in levels)], rows, caption)
 
 
-def _missing_parts(missing: Mapping[str, Any], metric: str, clean: Any) -> list[str | Table]:
-    fig = Figure(figsize=(5, 3), layout="constrained")
-    ax = fig.subplots()
+def _plot_missing(ax: Any, missing: Mapping[str, Any], metric: str, clean: Any) -> None:
     for name, points in missing.items():
         ax.plot([p["rate"] for p in points], [p["score"] for p in points], marker="o", label=name)
     if clean is not None:
         ax.axhline(clean, ls="--", color="grey", label="clean")
     ax.set(title="score vs missing rate", xlabel="share of rows missing it", ylabel=metric)
     ax.legend(fontsize=7)
+
+
+def _plot_noise(
+    ax: Any, name: str, corruptions: Mapping[str, Any], metric: str, clean: Any
+) -> None:
+    for corruption, points in corruptions.items():
+        severity, score = [p["severity"] for p in points], [p["score"] for p in points]
+        ax.plot(severity, score, marker="o", label=corruption)
+    if clean is not None:
+        ax.axhline(clean, ls="--", color="grey", label="clean")
+    ax.set(title=f"{name}: score vs corruption severity", xlabel="severity", ylabel=metric)
+    ax.legend(fontsize=7)
+
+
+def robustness_figure(result: Mapping[str, Any]) -> Figure:
+    """One task's robustness on one figure: the missing-rate curves, then each field's noises."""
+    metric, clean = str(result.get("metric", "score")), result.get("clean")
+    noise = result.get("noise") or {}
+    fig = Figure(figsize=(4.2 * (1 + len(noise)), 3.2), layout="constrained")
+    axes = fig.subplots(1, 1 + len(noise), squeeze=False).ravel()
+    _plot_missing(axes[0], result.get("missing") or {}, metric, clean)
+    for ax, (name, corruptions) in zip(axes[1:], noise.items(), strict=True):
+        _plot_noise(ax, name, corruptions, metric, clean)
+    return fig
+
+
+def _missing_parts(missing: Mapping[str, Any], metric: str, clean: Any) -> list[str | Table]:
+    fig = Figure(figsize=(5, 3), layout="constrained")
+    _plot_missing(fig.subplots(), missing, metric, clean)
     table = _curve_table(
         ["modality \\ missing rate"],
         {(name,): points for name, points in missing.items()},
@@ -521,13 +548,7 @@ def _noise_parts(noise: Mapping[str, Any], metric: str, clean: Any) -> list[str 
     fig = Figure(figsize=(3.4 * cols, 2.8 * math.ceil(len(noise) / cols)), layout="constrained")
     axes = fig.subplots(math.ceil(len(noise) / cols), cols, squeeze=False).ravel()
     for ax, (name, corruptions) in zip(axes, noise.items(), strict=False):
-        for corruption, points in corruptions.items():
-            severity, score = [p["severity"] for p in points], [p["score"] for p in points]
-            ax.plot(severity, score, marker="o", label=corruption)
-        if clean is not None:
-            ax.axhline(clean, ls="--", color="grey", label="clean")
-        ax.set(title=name, xlabel="severity", ylabel=metric)
-        ax.legend(fontsize=7)
+        _plot_noise(ax, name, corruptions, metric, clean)
     for ax in axes[len(noise) :]:
         ax.set_axis_off()
     table = _curve_table(

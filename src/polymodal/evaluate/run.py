@@ -1,7 +1,13 @@
-"""``polymodal eval RUN_DIR``: a run's best model scored on one of its data splits."""
+"""``polymodal eval RUN_DIR``: a run's best model scored on a split, with optional extras.
+
+Scores go to RUN_DIR/eval_SPLIT.json; ``robustness`` adds RUN_DIR/robustness.json and a plot
+per task (RUN_DIR/robustness_TASK.png), ``efficiency`` RUN_DIR/efficiency.json, and ``report``
+RUN_DIR/report/ (which shows the other two when they exist, computed now or earlier).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +18,19 @@ from polymodal.evaluate.evaluator import evaluate_model
 from polymodal.models.model import MultimodalModel
 from polymodal.train.run import write_json
 
+EFFICIENCY_FILE = "efficiency.json"
 
-def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    robustness: bool = False,
+    efficiency: bool = False,
+    report: bool = False,
+    reference: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Load RUN_DIR/config.yaml and RUN_DIR/best, score ``split``, write RUN_DIR/eval_SPLIT.json."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -24,10 +41,41 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     data = prepare_data(config.data, config.seed, preprocessor=model.preprocessor)
     if not data.splits.get(split):
         raise DataError(f"split '{split}' has no rows; splits: {', '.join(data.splits)}")
-    scores = {
+    scores: dict[str, Any] = {
         "split": split,
         "rows": len(data.splits[split]),
         "tasks": evaluate_model(model, data.splits[split]),
     }
     write_json(run_dir / f"eval_{split}.json", scores)
+    if robustness:
+        from polymodal.evaluate.report import robustness_figure, robustness_tasks
+        from polymodal.evaluate.robustness import evaluate_robustness
+
+        scores["robustness"] = evaluate_robustness(
+            run_dir, split=split, seed=seed, reference=reference
+        )
+        for task, result in robustness_tasks(scores["robustness"]).items():
+            robustness_figure(result).savefig(run_dir / f"robustness_{task}.png", dpi=110)
+    if efficiency:
+        from polymodal.evaluate.efficiency import measure_efficiency
+
+        scores["efficiency"] = measure_efficiency(model, data.splits[split])
+        write_json(run_dir / EFFICIENCY_FILE, scores["efficiency"])
+    if report:
+        from polymodal.evaluate.report import write_report
+        from polymodal.evaluate.robustness import ROBUSTNESS_FILE
+
+        scores["report"] = str(
+            write_report(
+                run_dir,
+                robustness=_saved(run_dir / ROBUSTNESS_FILE),
+                efficiency=_saved(run_dir / EFFICIENCY_FILE),
+                split=split,
+                seed=seed,
+            )
+        )
     return scores
+
+
+def _saved(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -1,0 +1,212 @@
+"""Seeded corruptions of raw field values (PIL images, strings, tabular columns), severities 1-5.
+
+Every corruption is ``fn(value, severity, rng, pre)``: ``value`` is the raw value as a manifest
+row gives it (an image loaded as RGB, a string, a tabular field's ``{column: value}``), ``pre``
+the field's fitted preprocessor (tabular noise is scaled by the train std it knows) and ``rng``
+the only source of randomness. Each function draws the same numbers at every severity, so with
+equal seeds a higher severity extends a lower one (a larger noise scale, a superset of edited
+words or dropped columns, a patch that contains the smaller one).
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from polymodal.data.modalities.tabular import TabularPreprocessor
+
+SEVERITIES = (1, 2, 3, 4, 5)
+MISSING_RATES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+Corruption = Callable[[Any, int, np.random.Generator, Any], Any]
+
+# Per-severity strengths (index severity - 1). Image noise follows ImageNet-C's Gaussian noise
+# (Hendrycks & Dietterich, 2019); the others scale with the image size or the text length.
+NOISE_STD = (0.08, 0.12, 0.18, 0.26, 0.38)  # of the 0-255 range
+BLUR_STD = (0.01, 0.02, 0.03, 0.045, 0.06)  # of the shorter image side
+PATCH_SIDE = (0.15, 0.25, 0.35, 0.45, 0.55)  # of each image side
+COLOUR_SHIFT = (0.05, 0.1, 0.2, 0.3, 0.4)  # largest channel offset, of the 0-255 range
+WORD_RATE = (0.1, 0.2, 0.3, 0.4, 0.5)  # words edited, dropped or swapped
+TABULAR_STD = (0.1, 0.2, 0.4, 0.7, 1.0)  # of each numeric column's train std
+COLUMN_RATE = (0.1, 0.2, 0.3, 0.4, 0.5)  # columns dropped (at least one)
+
+
+def _strength(table: tuple[float, ...], severity: int) -> float:
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
+    return table[severity - 1]
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _image(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+
+
+def image_gaussian_noise(
+    image: Image.Image, severity: int, rng: np.random.Generator, pre: Any = None
+) -> Image.Image:
+    """Add i.i.d. Gaussian noise to every pixel channel; returns an RGB image of the same size."""
+    pixels = _pixels(image)
+    noise = rng.standard_normal(pixels.shape).astype(np.float32)
+    return _image(pixels + noise * _strength(NOISE_STD, severity) * 255)
+
+
+def image_blur(
+    image: Image.Image, severity: int, rng: np.random.Generator, pre: Any = None
+) -> Image.Image:
+    """Gaussian blur with a standard deviation proportional to the shorter side."""
+    radius = _strength(BLUR_STD, severity) * min(image.size)
+    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+
+
+def image_occlusion(
+    image: Image.Image, severity: int, rng: np.random.Generator, pre: Any = None
+) -> Image.Image:
+    """A mid-grey square-ish patch (a fraction of each side) at a random place, fully inside."""
+    pixels = _pixels(image)
+    height, width = pixels.shape[:2]
+    side = _strength(PATCH_SIDE, severity)
+    h, w = max(1, round(side * height)), max(1, round(side * width))
+    u, v = rng.random(2)
+    top, left = int(u * (height - h)), int(v * (width - w))
+    pixels[top : top + h, left : left + w] = 127.0
+    return _image(pixels)
+
+
+def image_colour_shift(
+    image: Image.Image, severity: int, rng: np.random.Generator, pre: Any = None
+) -> Image.Image:
+    """Offset each channel by a random direction scaled so the largest offset is the strength."""
+    direction = rng.uniform(-1.0, 1.0, 3).astype(np.float32)
+    direction /= max(float(np.abs(direction).max()), 1e-6)
+    return _image(_pixels(image) + direction * _strength(COLOUR_SHIFT, severity) * 255)
+
+
+def _word_draws(words: list[str], rng: np.random.Generator) -> np.ndarray:
+    """One uniform draw per word: a word is affected when its draw is below the rate."""
+    return rng.random(len(words))
+
+
+def text_typos(text: str, severity: int, rng: np.random.Generator, pre: Any = None) -> str:
+    """One character edit (substitute, insert, delete or swap neighbours) in a share of words."""
+    rate = _strength(WORD_RATE, severity)
+    words = text.split()
+    draws = _word_draws(words, rng)
+    letters = string.ascii_lowercase
+    out = []
+    for word, draw in zip(words, draws, strict=True):
+        op, where, letter = int(rng.integers(4)), float(rng.random()), int(rng.integers(25))
+        if draw >= rate:
+            out.append(word)
+            continue
+        i = min(int(where * len(word)), len(word) - 1)
+        if op == 3 and len(word) < 2:
+            op = 0  # nothing to swap: substitute instead
+        if op == 2 and len(word) < 2:
+            op = 1  # deleting the only character would drop the word: insert instead
+        other = letters.replace(word[i].lower(), "")[letter % (len(letters) - 1)]
+        if op == 0:
+            word = word[:i] + other + word[i + 1 :]
+        elif op == 1:
+            word = word[:i] + other + word[i:]
+        elif op == 2:
+            word = word[:i] + word[i + 1 :]
+        else:
+            i = min(i, len(word) - 2)
+            word = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+        out.append(word)
+    return " ".join(out)
+
+
+def text_word_dropout(text: str, severity: int, rng: np.random.Generator, pre: Any = None) -> str:
+    """Drop a share of the words (all of them may go: an empty string is an absent field)."""
+    rate = _strength(WORD_RATE, severity)
+    words = text.split()
+    draws = _word_draws(words, rng)
+    return " ".join(w for w, draw in zip(words, draws, strict=True) if draw >= rate)
+
+
+def text_word_swap(text: str, severity: int, rng: np.random.Generator, pre: Any = None) -> str:
+    """Swap a share of the words with their right-hand neighbour, left to right."""
+    rate = _strength(WORD_RATE, severity)
+    words = text.split()
+    draws = _word_draws(words, rng)
+    i = 0
+    while i < len(words) - 1:
+        if draws[i] < rate:
+            words[i], words[i + 1] = words[i + 1], words[i]
+            i += 2
+        else:
+            i += 1
+    return " ".join(words)
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def tabular_gaussian_noise(
+    values: dict[str, Any], severity: int, rng: np.random.Generator, pre: TabularPreprocessor
+) -> dict[str, Any]:
+    """Add Gaussian noise to each present numeric column, scaled by the column's train std."""
+    scale = _strength(TABULAR_STD, severity)
+    noise = rng.standard_normal(len(pre.numeric))
+    out = dict(values)
+    for column, draw in zip(pre.numeric, noise, strict=True):
+        number = _numeric(values.get(column))
+        if number is not None:
+            out[column] = number + float(draw) * scale * pre.std.get(column, 1.0)
+    return out
+
+
+def tabular_feature_dropout(
+    values: dict[str, Any], severity: int, rng: np.random.Generator, pre: TabularPreprocessor
+) -> dict[str, Any]:
+    """Set ``ceil(rate * columns)`` random columns (numeric and categorical) absent."""
+    count = math.ceil(_strength(COLUMN_RATE, severity) * len(pre.columns))
+    dropped = {pre.columns[i] for i in rng.permutation(len(pre.columns))[:count]}
+    return {c: None if c in dropped else values.get(c) for c in pre.columns}
+
+
+CORRUPTIONS: dict[str, dict[str, Corruption]] = {
+    "image": {
+        "gaussian_noise": image_gaussian_noise,
+        "blur": image_blur,
+        "occlusion": image_occlusion,
+        "colour_shift": image_colour_shift,
+    },
+    "text": {
+        "typos": text_typos,
+        "word_dropout": text_word_dropout,
+        "word_swap": text_word_swap,
+    },
+    "tabular": {
+        "gaussian_noise": tabular_gaussian_noise,
+        "feature_dropout": tabular_feature_dropout,
+    },
+}
+
+
+def missing_rows(count: int, rate: float, seed: int = 0) -> set[int]:
+    """Indices of ``round(rate * count)`` rows picked by a seeded permutation.
+
+    The same seed picks nested sets as the rate grows; rate 0 picks none and rate 1 all.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be within [0, 1], got {rate}")
+    order = np.random.default_rng(seed).permutation(count)
+    return {int(i) for i in order[: round(rate * count)]}
