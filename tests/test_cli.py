@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -411,3 +412,71 @@ def test_eval_unknown_split(capsys, trained):
     assert code == 2
     assert out == ""
     assert_one_line_error(err, "split 'holdout' has no rows", "train, val, test")
+
+
+def test_eval_run_with_robustness_efficiency_and_report(capsys, trained):
+    run_dir = trained["run_dir"]
+    code, out, _ = cli(capsys, "eval", run_dir, "--robustness", "--efficiency", "--report")
+    assert code == 0
+    result = json.loads(out)
+    robustness = result["robustness"]["tasks"]["classify_label"]
+    assert robustness["clean"] == result["tasks"]["classify_label"]["accuracy"]
+    assert set(robustness["missing"]) == {"image", "price", "text"}
+    assert result["efficiency"]["parameters"]["total"]["total"] > 0
+    assert (run_dir / "robustness.json").is_file() and (run_dir / "efficiency.json").is_file()
+    assert (run_dir / "robustness_classify_label.png").read_bytes()[:4] == b"\x89PNG"
+    html = Path(result["report"]).read_text(encoding="utf-8")
+    assert "Robustness" in html and "Efficiency" in html
+
+
+def test_eval_runs_aggregates(capsys, trained, tmp_path):
+    run_dir = trained["run_dir"]
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "results.json").write_bytes((run_dir / "results.json").read_bytes())
+    code, out, _ = cli(capsys, "eval", "--runs", run_dir, tmp_path / "copy")
+    assert code == 0
+    accuracy = json.loads(out)["test.classify_label.accuracy"]
+    assert accuracy["n"] == 2 and accuracy["std"] == 0.0
+    code, _, err = cli(capsys, "eval", run_dir, "--runs", run_dir)
+    assert code == 2
+    assert_one_line_error(err, "not both")
+
+
+def test_eval_retrieval_and_classification_files(capsys, tmp_path):
+    similarity = tmp_path / "similarity.json"
+    similarity.write_text(json.dumps([[0.9, 0.1, 0.3], [0.2, 0.1, 0.8], [0.5, 0.6, 0.55]]))
+    code, out, _ = cli(capsys, "eval", "retrieval", "--similarity", similarity, "--ks", "1", "2")
+    assert code == 0
+    scores = json.loads(out)
+    assert scores["image_to_text"]["R@1"] == pytest.approx(1 / 3)  # row 0 only
+    assert scores["image_to_text"]["R@2"] == pytest.approx(2 / 3)  # row 2 ranks its text second
+    labels, probs = tmp_path / "y.csv", tmp_path / "p.npy"
+    labels.write_text("0\n1\n1\n0\n")
+    np.save(probs, np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]]))
+    code, out, _ = cli(capsys, "eval", "classification", "--y-true", labels, "--probs", probs)
+    assert code == 0
+    assert json.loads(out)["accuracy"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["eval"], "give a RUN_DIR"),
+        (["eval", "vqa", "--questions", "q.json"], "eval vqa needs --annotations, --predictions"),
+        (["eval", "retrieval", "--similarity", "s.pkl"], "unknown format"),
+        (["eval", "retrieval", "--similarity", "nope.npy"], "does not exist"),
+    ],
+)
+def test_eval_file_errors(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, fragment)
+
+
+def test_eval_refuses_a_pickled_array(capsys, tmp_path):
+    path = tmp_path / "s.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, _, err = cli(capsys, "eval", "retrieval", "--similarity", path)
+    assert code == 2
+    assert_one_line_error(err, "does not hold a numeric array")

@@ -110,7 +110,7 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         from polymodal.evaluate.vqa import vqa_scores_from_files
 
         return vqa_scores_from_files(args.questions, args.annotations, args.predictions)
-    from polymodal.evaluate.files import read_array
+    from polymodal.evaluate.files import read_array, read_class_ids
 
     if kind == "retrieval":
         from polymodal.evaluate.retrieval import retrieval_scores
@@ -125,7 +125,7 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         return classification_scores(
-            read_array(args.y_true, "--y-true"), read_array(args.probs, "--probs")
+            read_class_ids(args.y_true, "--y-true"), read_array(args.probs, "--probs")
         )
     except ValueError as err:
         raise DataError(f"eval classification: {err}") from None

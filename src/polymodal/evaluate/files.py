@@ -45,3 +45,13 @@ def read_array(path: str | Path, what: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise DataError(f"{what} file {path} holds {array.dtype} values; expected numbers")
     return array
+
+
+def read_class_ids(path: str | Path, what: str) -> np.ndarray:
+    """Integer class ids (a text or JSON file reads them as floats: whole numbers are taken)."""
+    array = read_array(path, what)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise DataError(f"{what} file {path} must hold whole-number class ids")
+        array = array.astype(np.int64)
+    return array
