@@ -480,3 +480,42 @@ def test_eval_refuses_a_pickled_array(capsys, tmp_path):
     code, _, err = cli(capsys, "eval", "retrieval", "--similarity", path)
     assert code == 2
     assert_one_line_error(err, "does not hold a numeric array")
+
+
+def test_eval_vqa_files(capsys, tmp_path):
+    questions = {"questions": [{"question_id": q, "image_id": 1, "question": "?"} for q in (1, 2)]}
+    answers = {1: ["2"] * 10, 2: ["yes"] * 2 + ["no"] * 8}
+    annotations = {
+        "annotations": [
+            {
+                "question_id": q,
+                "image_id": 1,
+                "answer_type": "number" if q == 1 else "yes/no",
+                "question_type": "how many" if q == 1 else "is",
+                "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(given)],
+            }
+            for q, given in answers.items()
+        ]
+    }
+    results = [{"question_id": 1, "answer": "2"}, {"question_id": 2, "answer": "yes"}]
+    paths = {}
+    for name, value in {"q": questions, "a": annotations, "r": results}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(value))
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "vqa",
+        "--questions",
+        paths["q"],
+        "--annotations",
+        paths["a"],
+        "--predictions",
+        paths["r"],
+    )
+    assert code == 0
+    scores = json.loads(out)
+    # Two of ten humans said "yes": each leave-one-out subset of nine holds one or two matches,
+    # min(1, matches / 3) averaged over the ten subsets = (8 * 2/3 + 2 * 1/3) / 10 = 0.6.
+    assert scores["per_answer_type"] == {"number": 1.0, "yes/no": pytest.approx(0.6)}
+    assert scores["overall"] == pytest.approx(0.8)
