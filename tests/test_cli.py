@@ -519,3 +519,47 @@ def test_eval_vqa_files(capsys, tmp_path):
     # min(1, matches / 3) averaged over the ten subsets = (8 * 2/3 + 2 * 1/3) / 10 = 0.6.
     assert scores["per_answer_type"] == {"number": 1.0, "yes/no": pytest.approx(0.6)}
     assert scores["overall"] == pytest.approx(0.8)
+
+
+def test_eval_captions_files(capsys, tmp_path):
+    annotations = {
+        "annotations": [
+            {"image_id": 1, "caption": "A red circle to the left of a blue square."},
+            {"image_id": 1, "caption": "a red circle and a blue square"},
+            {"image_id": 2, "caption": "a small green triangle"},
+            {"image_id": 3, "caption": "an image that was not captioned"},
+        ]
+    }
+    results = [
+        {"image_id": 1, "caption": "a red circle and a blue square"},
+        {"image_id": 2, "caption": "a green triangle"},
+    ]
+    (tmp_path / "a.json").write_text(json.dumps(annotations))
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "captions",
+        "--references",
+        tmp_path / "a.json",
+        "--predictions",
+        tmp_path / "r.json",
+        "--no-meteor",
+    )
+    assert code == 0
+    scores = json.loads(out)
+    assert set(scores["per_item"]) == {"1", "2"}  # image 3 has no caption to score
+    assert scores["per_item"]["1"]["Bleu_1"] == pytest.approx(1.0)
+    assert scores["corpus"]["METEOR"] is None and "METEOR" in scores["unavailable"]
+    (tmp_path / "r.json").write_text(json.dumps([{"image_id": 9, "caption": "x"}]))
+    code, _, err = cli(
+        capsys,
+        "eval",
+        "captions",
+        "--references",
+        tmp_path / "a.json",
+        "--predictions",
+        tmp_path / "r.json",
+    )
+    assert code == 2
+    assert_one_line_error(err, "eval captions:")

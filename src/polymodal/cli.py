@@ -101,11 +101,15 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"eval {kind} needs {flags}")
     if kind == "captions":
-        from polymodal.evaluate.captioning import caption_scores_from_files
+        from polymodal.evaluate.captioning import caption_scores, load_coco_captions
 
-        return caption_scores_from_files(
-            args.references, args.predictions, meteor=not args.no_meteor
-        )
+        references, candidates = load_coco_captions(args.references, args.predictions)
+        # As the COCO evaluation does, the images scored are those the results caption.
+        references = {image: refs for image, refs in references.items() if image in candidates}
+        try:
+            return caption_scores(references, candidates, meteor=not args.no_meteor)
+        except ValueError as err:
+            raise DataError(f"eval captions: {err}") from None
     if kind == "vqa":
         from polymodal.evaluate.vqa import vqa_scores_from_files
 
