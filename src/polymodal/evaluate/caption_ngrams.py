@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import chain
+from itertools import chain, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -82,8 +82,9 @@ def _words(sentences: list[str], separator: str | None) -> tuple[list[str], np.n
     """All sentences' words in one list, and each sentence's word count."""
     text = " ".join(sentences)
     if separator is None and text.isprintable():  # no white space but single spaces: count
-        counts = [sentence.count(" ") + 1 if sentence else 0 for sentence in sentences]
-        return text.split(), np.array(counts, np.int64)
+        spaces = np.fromiter(map(str.count, sentences, repeat(" ")), np.int64, len(sentences))
+        filled = np.fromiter(map(bool, sentences), bool, len(sentences))
+        return text.split(), spaces + filled
     split = [sentence.split(separator) for sentence in sentences]
     return list(chain.from_iterable(split)), np.fromiter(map(len, split), np.int64, len(split))
 

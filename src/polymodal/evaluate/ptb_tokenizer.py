@@ -34,17 +34,28 @@ def tokenize(captions: Sequence[str]) -> list[str]:
     caption's last token can depend on how the next caption starts (e.g. "Inc." before a
     capital letter). Newlines inside a caption are read as spaces.
     """
-    lines = [caption.replace("\n", " ") for caption in captions]
-    text = "\n".join(lines)
+    text = "\n".join(captions)
+    lines = captions
+    if text.count("\n") != max(len(captions) - 1, 0):  # newlines inside captions
+        lines = [caption.replace("\n", " ") for caption in captions]
+        text = "\n".join(lines)
     lower_text = text.lower()
     split_words = any(word in lower_text for word in SPLIT_WORDS)
     residues = text.translate(_LETTERS_AND_SPACES).split("\n")
     cache: dict[tuple, str] = {}
     out: list[str] = []
     start = 0
+    abbreviations = ABBREVIATIONS
     for line, low, residue in zip(lines, lower_text.split("\n"), residues, strict=True):
         tokens = None
-        if residue in _FINAL_MARKS and not split_words:  # the common case
+        if residue == "." and not split_words and low[-1:] == "." and low[-2:-1].isalpha():
+            # The most common caption: single-spaced words, the last with a period.
+            last = low[low.rfind(" ") + 1 : -1]
+            if len(last) > 1 and last not in abbreviations and "  " not in low and low[0] != " ":
+                out.append(low[:-1])
+                start += len(line) + 1
+                continue
+        if residue in _FINAL_MARKS and not split_words:
             tokens = _marked_words(low, residue)
         elif not residue.strip(_PLAIN_MARKS):
             tokens = _plain_line(line, residue, split_words)
