@@ -22,6 +22,7 @@ _EXPORTS = {
     "expected_calibration_error": "classification",
     "retrieval_scores": "retrieval",
     "caption_scores": "captioning",
+    "load_coco_captions": "captioning",
     "vqa_scores": "vqa",
     "vqa_scores_from_files": "vqa",
     "answer_accuracy": "vqa",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from itertools import chain, repeat
 from typing import NamedTuple
 
@@ -23,25 +22,27 @@ BLEU_SMALL = 1e-9
 ROUGE_BETA = 1.2
 CIDER_SIGMA = 6.0
 WORD_BITS = 64  # ROUGE-L's LCS runs bit-parallel on 64-bit words; longer candidates use ints
-LCS_BATCH = 1 << 17  # reference tokens whose LCS rows are computed at once
+LCS_BATCH = 1 << 17  # reference tokens per LCS task
 
 
 class Corpus:
     """One tokenized candidate and its tokenized references per image, as flat id arrays.
 
-    Sentences are numbered references first (image by image), then candidates (image order);
-    their words are ``str.split(separator)`` pieces (BLEU and CIDEr split on any white space).
-    Sentences are tokenized captions: words joined by single spaces.
+    ``references`` holds every image's references, image after image, ``refs_per_image`` how
+    many each image has. Sentences are numbered references first, then candidates (image
+    order); their words are ``str.split(separator)`` pieces (BLEU and CIDEr split on any white
+    space). Sentences are tokenized captions: words joined by single spaces.
     """
 
     def __init__(
         self,
-        references: Sequence[Sequence[str]],
+        references: Sequence[str],
+        refs_per_image: Sequence[int],
         candidates: Sequence[str],
         separator: str | None = None,
     ) -> None:
         self.references, self.candidates = references, candidates
-        self.sentences = [*chain.from_iterable(references), *candidates]
+        self.sentences = [*references, *candidates]
         words = _words(self.sentences, separator)
         flat, self.lengths = words
         vocabulary = dict.fromkeys(flat, 0)
@@ -51,7 +52,7 @@ class Corpus:
         self.ids = np.fromiter(map(vocabulary.__getitem__, flat), np.int64, len(flat))
         self.starts = np.cumsum(self.lengths) - self.lengths
         self.images = len(candidates)
-        self.refs_per_image = np.fromiter(map(len, references), np.int64, len(references))
+        self.refs_per_image = np.asarray(refs_per_image, np.int64)
         self.n_refs = int(self.refs_per_image.sum())
         self.ref_image = np.repeat(np.arange(self.images), self.refs_per_image)
         self.ref_lengths = self.lengths[: self.n_refs]
@@ -200,16 +201,23 @@ def _lookup(sorted_values: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray,
 def scores(corpus: Corpus) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
     """(corpus BLEU-1..4, per-image BLEU (images x 4), per-image ROUGE-L, per-image CIDEr-D).
 
-    numpy releases the GIL while it sorts and searches, so two threads share the work.
+    numpy releases the GIL while it sorts and searches, so two threads share the work: one
+    task per n-gram order, and ROUGE-L's LCS in batches of references.
     """
+    rouge_corpus = _rouge_corpus(corpus)
+    cand_rows = _candidate_rows(rouge_corpus)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        rouge = pool.submit(rouge_l, corpus)
-        orders = list(pool.map(partial(_order, corpus), range(1, MAX_N + 1)))
-        rouge_items = rouge.result()
-    correct = np.stack([order.correct for order in orders], axis=1)
-    cider_items = sum(order.cider for order in orders) / MAX_N / corpus.refs_per_image * 10.0
+        orders = [pool.submit(_order, corpus, n) for n in range(1, MAX_N + 1)]
+        batches = [
+            pool.submit(_lcs_batch, rouge_corpus, cand_rows, first, last)
+            for first, last in _lcs_batches(rouge_corpus)
+        ]
+        correct = np.stack([order.result().correct for order in orders], axis=1)
+        cider_items = sum(order.result().cider for order in orders)
+        lcs = np.concatenate([batch.result() for batch in batches] + [np.zeros(0)])
+    cider_items = cider_items / MAX_N / corpus.refs_per_image * 10.0
     bleu_corpus, bleu_items = bleu(corpus, correct)
-    return bleu_corpus, bleu_items, rouge_items, cider_items
+    return bleu_corpus, bleu_items, rouge_l(rouge_corpus, lcs), cider_items
 
 
 def bleu(corpus: Corpus, correct: np.ndarray) -> tuple[list[float], np.ndarray]:
@@ -246,13 +254,21 @@ def _bleu_scores(
     return scores
 
 
-def rouge_l(corpus: Corpus) -> np.ndarray:
-    """Per-image ROUGE-L (LCS-based F-measure, beta 1.2, best precision and recall)."""
-    # rouge.py splits on single spaces: an empty caption is one empty token, and white space
-    # other than a space stays inside tokens. Only then do its tokens differ from BLEU's.
-    if not all(s and s.isprintable() for s in corpus.sentences):
-        corpus = Corpus(corpus.references, corpus.candidates, separator=" ")
-    lcs = _lcs_lengths(corpus)
+def _rouge_corpus(corpus: Corpus) -> Corpus:
+    """The corpus as rouge.py splits it: on single spaces. An empty caption is then one empty
+    token, and white space other than a space stays inside tokens; otherwise it is the same."""
+    if all(s and s.isprintable() for s in corpus.sentences):
+        return corpus
+    return Corpus(corpus.references, corpus.refs_per_image, corpus.candidates, separator=" ")
+
+
+def rouge_l(corpus: Corpus, lcs: np.ndarray) -> np.ndarray:
+    """Per-image ROUGE-L (LCS-based F-measure, beta 1.2, best precision and recall), from the
+    LCS length of each reference with its image's candidate."""
+    lcs = lcs.copy()
+    for ref in np.flatnonzero(corpus.cand_lengths[corpus.ref_image] > WORD_BITS):
+        cand = corpus.n_refs + int(corpus.ref_image[ref])
+        lcs[ref] = _lcs_python(_sentence_ids(corpus, cand), _sentence_ids(corpus, int(ref)))
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.nan_to_num(lcs / corpus.cand_lengths[corpus.ref_image])
         recall = np.nan_to_num(lcs / corpus.ref_lengths)
@@ -280,30 +296,25 @@ def _lcs_python(a: Sequence[object], b: Sequence[object]) -> int:
     return len(a) - bin(row).count("1")
 
 
-def _lcs_lengths(corpus: Corpus) -> np.ndarray:
-    """LCS length of every reference with its image's candidate (token ids).
-
-    Candidates of up to 64 tokens are bit vectors in one uint64 and all references advance
-    together, one token position per step (Hyyrö's bit-parallel LCS); longer candidates use
-    Python integers. References go in batches of about LCS_BATCH tokens to bound memory.
-    """
-    lcs = np.zeros(corpus.n_refs)
+def _candidate_rows(corpus: Corpus) -> np.ndarray:
+    """Each candidate's first WORD_BITS token ids as a row, padded with -1."""
     width = int(min(corpus.cand_lengths.max(initial=0), WORD_BITS))
-    # Each candidate's first tokens as a row, padded with -1.
     columns = np.arange(width)
     inside = columns[None, :] < corpus.cand_lengths[:, None]
     index = np.minimum(corpus.starts[corpus.n_refs :, None] + columns, max(len(corpus.ids) - 1, 0))
-    cand_rows = np.where(inside, corpus.ids[index] if len(corpus.ids) else -1, -1)
+    return np.where(inside, corpus.ids[index] if len(corpus.ids) else -1, -1)
+
+
+def _lcs_batches(corpus: Corpus) -> list[tuple[int, int]]:
+    """Ranges of references holding about LCS_BATCH tokens each (bounding memory)."""
     ends = np.cumsum(corpus.ref_lengths)
+    batches = []
     first = 0
     while first < corpus.n_refs:
         last = max(int(np.searchsorted(ends, ends[first] + LCS_BATCH, "right")), first + 1)
-        lcs[first:last] = _lcs_batch(corpus, cand_rows, first, last)
+        batches.append((first, last))
         first = last
-    for ref in np.flatnonzero(corpus.cand_lengths[corpus.ref_image] > WORD_BITS):
-        cand = corpus.n_refs + int(corpus.ref_image[ref])
-        lcs[ref] = _lcs_python(_sentence_ids(corpus, cand), _sentence_ids(corpus, int(ref)))
-    return lcs
+    return batches
 
 
 def _sentence_ids(corpus: Corpus, sentence: int) -> list[int]:
@@ -312,7 +323,9 @@ def _sentence_ids(corpus: Corpus, sentence: int) -> list[int]:
 
 
 def _lcs_batch(corpus: Corpus, cand_rows: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Bit-parallel LCS lengths of references first..last-1 (right for short candidates)."""
+    """LCS lengths of references first..last-1 with their candidates, bit-parallel: candidates
+    of up to 64 tokens are bit vectors in one uint64 and all references advance together, one
+    token position per step (Hyyrö's algorithm). Longer candidates are redone in rouge_l."""
     lengths = corpus.ref_lengths[first:last]
     images = corpus.ref_image[first:last]
     owner = np.repeat(np.arange(last - first), lengths)

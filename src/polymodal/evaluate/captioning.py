@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterator, Mapping, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +44,20 @@ def caption_scores(
         except MeteorUnavailable as err:
             unavailable = str(err)
     try:
-        reference_lists = [list(references[i]) for i in ids]
-        flat = ptb_tokenizer.tokenize([c for captions in reference_lists for c in captions])
-        tokenized_refs = []
-        position = 0
-        for captions in reference_lists:
-            tokenized_refs.append(flat[position : position + len(captions)])
-            position += len(captions)
+        counts = [len(references[i]) for i in ids]
+        tokenized_refs = ptb_tokenizer.tokenize([c for i in ids for c in references[i]])
         tokenized_cands = ptb_tokenizer.tokenize([candidates[i] for i in ids])
-        corpus = caption_ngrams.Corpus(tokenized_refs, tokenized_cands)
+        corpus = caption_ngrams.Corpus(tokenized_refs, counts, tokenized_cands)
         bleu_corpus, bleu_items, rouge_items, cider_items = caption_ngrams.scores(corpus)
         meteor_corpus: float | None = None
         meteor_items: list[float | None] = [None] * len(ids)
         if meteor_process is not None:
             try:
-                meteor_corpus, values = meteor_process.score(tokenized_refs, tokenized_cands)
+                grouped = [
+                    tokenized_refs[a - n : a]
+                    for a, n in zip(accumulate(counts), counts, strict=True)
+                ]
+                meteor_corpus, values = meteor_process.score(grouped, tokenized_cands)
                 meteor_items = list(values)
             except MeteorUnavailable as err:
                 unavailable = str(err)

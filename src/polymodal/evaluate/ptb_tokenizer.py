@@ -87,12 +87,9 @@ def _marked_words(low: str, mark: str) -> str | None:
 
 _LETTERS_AND_SPACES = str.maketrans("", "", string.ascii_letters + " ")
 _SPACE_CHARS = " \t\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u3000"
-_LONE_HYPHEN = re.compile("(?<![A-Za-z])-|-(?![A-Za-z])")
-# "'s" and "n't" split off a word of letters, followed by a space, comma or the line end.
-_CONTRACTION = re.compile(
-    r"(?:(?<=[A-Za-z][A-Za-z])(?<!(?i:cont))'(?:s|re|ve|ll|m|d)|(?<=[A-MO-Za-mo-z])n't)"
-    r"(?=[ ,]|[.!?]? *$)"
-)
+# After a contraction's apostrophe: its letters, then a space, comma or the line's end.
+_SUFFIX_END = re.compile(r"(?:s|re|ve|ll|m|d)(?=[ ,]|[.!?]? *$)")
+_NOT_END = re.compile(r"t(?=[ ,]|[.!?]? *$)")
 
 
 def _plain_line(line: str, residue: str, split_words: bool) -> str | None:
@@ -109,11 +106,11 @@ def _plain_line(line: str, residue: str, split_words: bool) -> str | None:
         residue = residue.replace(",", "")
         line = line.replace(",", " ")
         if "-" in residue:
-            if _LONE_HYPHEN.search(line):
+            if not _inside_words(line, "-"):
                 return None
             residue = residue.replace("-", "")
         if "'" in residue:
-            if len(_CONTRACTION.findall(line)) != residue.count("'"):
+            if not _contractions(line):
                 return None
             residue = residue.replace("'", "")
             line = line.replace("n't", "\0").replace("'", " '").replace("\0", " n't")
@@ -123,6 +120,36 @@ def _plain_line(line: str, residue: str, split_words: bool) -> str | None:
     if tokens is None or (split_words and not SPLIT_WORDS.isdisjoint(tokens.split())):
         return None
     return tokens
+
+
+def _inside_words(line: str, mark: str) -> bool:
+    """Whether every ``mark`` in the line has a letter on each side."""
+    at = line.find(mark)
+    while at >= 0:
+        if not (line[at - 1 : at].isalpha() and line[at + 1 : at + 2].isalpha()):
+            return False
+        at = line.find(mark, at + 1)
+    return True
+
+
+def _contractions(line: str) -> bool:
+    """Whether every apostrophe in a line of letters, spaces and marks starts a contraction
+    that the lexer splits off its word: "'s", "'re", "'ve", "'ll", "'m", "'d" after two
+    letters (not "cont'd"), or "n't" after a letter other than n."""
+    at = line.find("'")
+    while at >= 0:
+        if line[at - 1 : at] == "n" and line[at + 1 : at + 2] == "t":
+            before = line[at - 2 : at - 1]
+            if not (before.isalpha() and before not in "nN") or not _NOT_END.match(line, at + 1):
+                return False
+        elif (
+            not line[at - 2 : at].isalpha()
+            or line[max(at - 4, 0) : at].lower() == "cont"
+            or not _SUFFIX_END.match(line, at + 1)
+        ):
+            return False
+        at = line.find("'", at + 1)
+    return True
 
 
 def _line(text: str, start: int, end: int, cache: dict[tuple, str]) -> str:
