@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,12 @@ def write_png(path: Path, colour: tuple[int, int, int], size: int = 16) -> None:
     Image.new("RGB", (size, size), colour).save(path)
 
 
-@pytest.fixture
-def tiny_manifest(tmp_path: Path) -> Path:
+def _write_tiny_manifest(folder: Path) -> Path:
     """24 rows: image colour decides the label; text and a price column ride along."""
     rows = []
     for i in range(24):
         colour = "red" if i % 2 == 0 else "blue"
-        write_png(tmp_path / "img" / f"{i}.png", COLOURS[colour])
+        write_png(folder / "img" / f"{i}.png", COLOURS[colour])
         rows.append(
             {
                 "id": str(i),
@@ -35,9 +35,20 @@ def tiny_manifest(tmp_path: Path) -> Path:
                 "label": colour,
             }
         )
-    path = tmp_path / "manifest.jsonl"
+    path = folder / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def write_tiny_manifest() -> Callable[[Path], Path]:
+    """The ``tiny_manifest`` writer, for module-scoped fixtures that train once per module."""
+    return _write_tiny_manifest
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path) -> Path:
+    return _write_tiny_manifest(tmp_path)
 
 
 @dataclass(frozen=True)

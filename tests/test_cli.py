@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,28 +45,6 @@ def write_png(path: Path, colour: str, size: int = 16) -> None:
     Image.new("RGB", (size, size), COLOURS[colour]).save(path)
 
 
-def write_tiny_manifest(folder: Path) -> Path:
-    """The rows of conftest's ``tiny_manifest``, for a module-scoped run (that fixture is not)."""
-    rows = []
-    for i in range(24):
-        colour = "red" if i % 2 == 0 else "blue"
-        write_png(folder / "img" / f"{i}.png", colour)
-        split = "train" if i < 16 else ("val" if i < 20 else "test")
-        rows.append(
-            {
-                "id": str(i),
-                "split": split,
-                "image": f"img/{i}.png",
-                "text": f"a {colour} square number {i}",
-                "price": float(i),
-                "label": colour,
-            }
-        )
-    path = folder / "manifest.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
-
-
 def write_config(folder: Path, manifest: str) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(CONFIG.format(manifest=manifest), encoding="utf-8")
@@ -91,7 +70,9 @@ def assert_one_line_error(err: str, *fragments: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, write_tiny_manifest: Callable[[Path], Path]
+) -> dict[str, Any]:
     """``polymodal train`` once for the module, with --set overrides; its exit code and output."""
     root = tmp_path_factory.mktemp("cli_run")
     write_tiny_manifest(root / "data")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from polymodal.config import validate
 from polymodal.errors import DataError, ModelError
@@ -17,32 +17,10 @@ from polymodal.train.run import RunResult, run_training
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 
 
-def write_tiny_manifest(folder: Path) -> Path:
-    """The rows of conftest's ``tiny_manifest``, for a module-scoped run (that fixture is not)."""
-    rows = []
-    for i in range(24):
-        colour = "red" if i % 2 == 0 else "blue"
-        image = folder / "img" / f"{i}.png"
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (16, 16), COLOURS[colour]).save(image)
-        split = "train" if i < 16 else ("val" if i < 20 else "test")
-        rows.append(
-            {
-                "id": str(i),
-                "split": split,
-                "image": f"img/{i}.png",
-                "text": f"a {colour} square number {i}",
-                "price": float(i),
-                "label": colour,
-            }
-        )
-    path = folder / "manifest.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+def run(
+    tmp_path_factory: pytest.TempPathFactory, write_tiny_manifest: Callable[[Path], Path]
+) -> RunResult:
     root = tmp_path_factory.mktemp("eval_run")
     manifest = write_tiny_manifest(root / "data")
     config = validate(
