@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from polymodal.config import validate
 from polymodal.errors import DataError, ModelError, PolymodalError
@@ -62,9 +65,11 @@ def manifest_rows(data_dir: Path, split: str) -> list[dict[str, Any]]:
     return [row for row in map(json.loads, lines) if row["split"] == split]
 
 
-def check(prediction: dict[str, Any]) -> dict[str, Any]:
-    """One row's prediction: the label with the highest probability; probabilities sum to 1."""
-    assert set(prediction) == {"classify_label"}
+def check(prediction: dict[str, Any], absent: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One row's prediction: the label with the highest probability; probabilities sum to 1;
+    the inputs the row lacked."""
+    assert set(prediction) == {"classify_label", "absent_inputs"}
+    assert prediction["absent_inputs"] == list(absent)
     result = prediction["classify_label"]
     assert set(result) == {"label", "probabilities"}
     probabilities = result["probabilities"]
@@ -127,9 +132,10 @@ def test_absolute_image_paths_ignore_base_dir(predictor, data_dir, tmp_path):
 def test_missing_optional_fields_still_predict(predictor, data_dir):
     full = {"image": "img/0.png", "text": "a red square", "price": 2.0}
     image_only = {"image": "img/0.png"}
-    check(predictor(image_only, data_dir))
-    check(predictor({"text": "a blue square"}, data_dir))
-    check(predictor({"price": 5}, data_dir))
+    check(predictor(image_only, data_dir), absent=("price", "text"))
+    check(predictor({"text": "a blue square"}, data_dir), absent=("image", "price"))
+    check(predictor({"price": 5}, data_dir), absent=("image", "text"))
+    check(predictor({"price": float("nan"), "text": "a blue square"}, data_dir), ("image", "price"))
     # None and "" count as absent, like a missing key
     assert predictor({"image": "img/0.png", "text": None, "price": ""}, data_dir) == predictor(
         image_only, data_dir
@@ -138,10 +144,25 @@ def test_missing_optional_fields_still_predict(predictor, data_dir):
     assert predictor(full, data_dir) != predictor(image_only, data_dir)
 
 
-def test_target_and_unknown_columns_are_not_read(predictor, data_dir):
+def test_target_and_bookkeeping_columns_are_not_read(predictor, data_dir):
     row = {"image": "img/1.png", "text": "a blue square", "price": 1.0}
-    noisy = {**row, "label": "green", "id": "x", "colour": [1, 2]}
+    noisy = {**row, "label": "green", "id": "x", "split": "test"}
     assert predictor(noisy, data_dir) == predictor(row, data_dir)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"imag": "img/1.png"}, "row 0: unknown field 'imag'; did you mean 'image'?"),
+        ({"image": "img/1.png", "Price": 3}, "row 0: unknown field 'Price'; did you mean 'price'?"),
+        ({"image": "img/1.png", "colour": "red"}, "row 0: unknown field 'colour'; the model"),
+    ],
+)
+def test_unknown_fields_are_an_error_naming_the_closest(predictor, data_dir, row, message):
+    with pytest.raises(DataError) as exc:
+        predictor(row, data_dir)
+    assert str(exc.value).startswith(message)
+    assert "the model reads: image, price, text" in str(exc.value)
 
 
 def test_numeric_strings_are_read_as_numbers(predictor, data_dir):
@@ -188,3 +209,121 @@ def test_from_pretrained_needs_a_saved_model(run, tmp_path):
 def test_no_rows_is_a_clear_error(predictor, data_dir):
     with pytest.raises(DataError, match="no rows to predict"):
         predictor.predict([], data_dir)
+
+
+# --- predictions equal evaluation, for every field kind and schema shape --------------------
+
+TINY_MODEL = {
+    "encoders": {},
+    "fusion": {"dim": 16},
+    "tasks": [{"type": "classify", "target": "label", "hidden": 16}],
+}
+SHAPES: dict[str, dict[str, Any] | None] = {  # name -> data.fields (None: inferred)
+    "inferred": None,
+    "configured": {
+        "image": {"kind": "image"},
+        "text": {"kind": "text"},
+        "size": {"kind": "tabular"},
+        "brand": {"kind": "tabular", "categorical": ["brand"]},
+        "label": {"kind": "label", "role": "target"},
+    },
+    "grouped": {
+        "image": {"kind": "image"},
+        "tab": {"kind": "tabular", "numeric": ["size", "weight"], "categorical": ["brand"]},
+        "label": {"kind": "label", "role": "target"},
+    },
+    "categorical_only": {
+        "brand": {"kind": "tabular", "categorical": ["brand"]},
+        "text": {"kind": "text"},
+        "label": {"kind": "label", "role": "target"},
+    },
+}
+
+
+def write_mixed_manifest(folder: Path, suffix: str) -> Path:
+    """40 rows of every kind: image, text, numeric (size, weight), categorical (brand), with
+    gaps; size and weight decide the label, so a reader that drops them cannot match."""
+    import csv
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(40):
+        size, weight = float(rng.normal()), float(rng.normal())
+        label = "big" if size + weight > 0 else "small"
+        colour = COLOURS["red" if i % 3 else "blue"]
+        path = folder / "img" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        noise = rng.integers(-40, 41, size=(16, 16, 3))
+        Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(path)
+        rows.append(
+            {
+                "id": f"r{i}",
+                "split": "train" if i < 24 else ("val" if i < 30 else "test"),
+                "image": f"img/{i}.png" if i % 7 else "",
+                "text": f"item {i} of kind {['x', 'y', 'z'][i % 3]}" if i % 5 else "",
+                "size": round(size, 3),
+                "weight": round(weight, 3) if i % 4 else "",
+                "brand": ["acme", "zeta", "omni"][i % 3],
+                "label": label,
+            }
+        )
+    manifest = folder / f"manifest{suffix}"
+    with manifest.open("w", encoding="utf-8", newline="") as f:
+        if suffix == ".csv":
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    return manifest
+
+
+def raw_rows(manifest: Path, split: str) -> list[dict[str, Any]]:
+    """The manifest's rows as a user holds them (CSV: every value a string)."""
+    import csv
+
+    text = manifest.read_text(encoding="utf-8")
+    if manifest.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        rows = [json.loads(line) for line in text.splitlines()]
+    return [row for row in rows if row["split"] == split]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_predictor_equals_evaluation(tmp_path, shape, suffix):
+    from polymodal.data.pipeline import prepare_data
+    from polymodal.evaluate.evaluator import evaluate_model
+
+    manifest = write_mixed_manifest(tmp_path / "data", suffix)
+    data: dict[str, Any] = {"manifest": str(manifest), "image": {"size": 16}}
+    if SHAPES[shape] is not None:
+        data["fields"] = SHAPES[shape]
+    config = validate(
+        {
+            "name": shape,
+            "data": data,
+            "model": TINY_MODEL,
+            "train": {"epochs": 2, "batch_size": 8, "out_dir": str(tmp_path / "runs")},
+        }
+    )
+    run = run_training(config, log=lambda m: None)
+    model = MultimodalModel.from_pretrained(run.model_dir)
+    inputs = set(model.inputs)
+    assert {"size", "tab", "brand"} & inputs  # a tabular field is among the inputs
+
+    # the evaluation path: the run's config re-read, the test split scored in batches
+    evaluation = prepare_data(config.data, config.seed, preprocessor=model.preprocessor)
+    examples = evaluation.splits["test"]
+    with torch.no_grad():
+        expected = model(model.preprocessor.collate(examples))["classify_label"].softmax(-1)
+    scored = evaluate_model(model, examples)["classify_label"]
+
+    rows = raw_rows(manifest, "test")
+    predictions = Predictor(model).predict(rows, manifest.parent)
+    got = torch.tensor([list(p["classify_label"]["probabilities"].values()) for p in predictions])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    labels = [p["classify_label"]["label"] for p in predictions]
+    accuracy = sum(a == row["label"] for a, row in zip(labels, rows, strict=True)) / len(rows)
+    assert accuracy == pytest.approx(scored["accuracy"], abs=1e-12)

@@ -16,7 +16,7 @@ from polymodal.data.shapeworld import generate
 from polymodal.data.sources import LINE_KEY
 from polymodal.evaluate.evaluator import evaluate_model
 from polymodal.models.model import MultimodalModel
-from polymodal.train.run import RunResult, run_training, write_json
+from polymodal.train.run import RunResult, fresh_directory, run_training, write_json
 
 STATEMENT_VARIANTS = {  # results key -> the inputs the classifier reads
     "accuracy": ["image", "statement"],
@@ -107,18 +107,24 @@ def _accuracy_by_type(run: RunResult) -> dict[str, float]:
     return scores
 
 
-def run_demo(out: Path, n: int = 8000, seed: int = 0) -> dict[str, Any]:
+DEMO_ENTRIES = frozenset({"data", "runs", "results.json"})  # what the demo writes in its folder
+
+
+def run_demo(out: Path, n: int = 8000, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Generate ShapeWorld, train four models, evaluate on the held-out split, write results.
 
     Retrieval trains first: its image encoder, which captions taught to tell colours, shapes
     and their places apart, is where the image-reading statement classifiers start (frozen).
+    An ``out`` folder that exists is refused unless ``overwrite``, which clears it first.
     """
     from rich.console import Console
     from rich.markup import escape
 
     console = Console(highlight=False)
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_directory(
+        out, overwrite, lambda path: {p.name for p in path.iterdir()} <= DEMO_ENTRIES, "demo folder"
+    )
     console.print(
         f"[bold]polymodal demo[/bold]: generating {n} ShapeWorld scenes in "
         + escape(str(out / "data"))

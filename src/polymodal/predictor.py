@@ -9,7 +9,7 @@ import torch
 
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
-from polymodal.errors import DataError, RowError
+from polymodal.errors import DataError, RowError, did_you_mean
 from polymodal.models.model import MultimodalModel
 
 
@@ -18,7 +18,7 @@ class Predictor:
 
     >>> predictor = Predictor.from_pretrained("runs/statement/best")  # doctest: +SKIP
     >>> predictor({"image": "scene.png", "statement": "there is a red circle"})  # doctest: +SKIP
-    {'classify_label': {'label': 'true', 'probabilities': {...}}}
+    {'classify_label': {'label': 'true', 'probabilities': {...}}, 'absent_inputs': []}
     """
 
     def __init__(self, model: MultimodalModel, device: str = "cpu") -> None:
@@ -29,45 +29,81 @@ class Predictor:
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Predictor:
         return cls(MultimodalModel.from_pretrained(directory, device), device)
 
-    def preprocess(self, rows: list[dict[str, Any]], base_dir: Path) -> Batch:
+    def _check_keys(self, index: int, row: dict[str, Any], inputs: list[str]) -> None:
+        """A key that is no column of the model's data is a mistake (a typo, most often)."""
+        known = self.model.preprocessor.columns
+        for key in row:
+            if key in known or key.startswith("_"):
+                continue
+            expected = ", ".join(self.model.preprocessor.input_columns(inputs))
+            schema = self.model.preprocessor.schema
+            if key in schema.fields:  # a tabular field named instead of its columns
+                columns = ", ".join(schema.columns(key))
+                raise DataError(
+                    f"row {index}: '{key}' is a tabular field; give its columns ({columns}) "
+                    "as keys of the row"
+                )
+            raise DataError(
+                f"row {index}: unknown field '{key}'{did_you_mean(key, known)}; "
+                f"the model reads: {expected}"
+            )
+
+    def preprocess(
+        self, rows: list[dict[str, Any]], base_dir: Path
+    ) -> tuple[Batch, list[list[str]]]:
+        """The batch of ``rows``, and each row's input fields that were absent."""
         inputs = self.model.inputs
+        columns = set(self.model.preprocessor.input_columns(inputs))
         if not rows:
             raise DataError("no rows to predict: give a row object or a non-empty list of them")
         examples: list[Example] = []
+        absent: list[list[str]] = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise DataError(
                     f"row {i}: expected an object of field values, got {type(row).__name__}"
                 )
-            given = {k: v for k, v in row.items() if k in inputs}  # targets are not read here
+            self._check_keys(i, row, inputs)
+            given = {k: v for k, v in row.items() if k in columns}  # targets are not read
             try:
                 example = self.model.preprocessor.example(given, base_dir)
             except RowError as err:
                 field = getattr(err, "field", "?")
                 raise DataError(f"row {i}, field '{field}': {err}") from None
-            if all(example[name] is None for name in inputs):  # missing, null or blank
+            absent.append([name for name in inputs if example[name] is None])
+            if len(absent[-1]) == len(inputs):  # missing, null or blank
                 raise DataError(
                     f"row {i}: none of the model's input fields is given; "
-                    f"expected some of: {', '.join(inputs)}"
+                    f"expected some of: {', '.join(sorted(columns))}"
                 )
             examples.append(example)
-        return self.model.preprocessor.collate(examples).to(self.device)
+        return self.model.preprocessor.collate(examples).to(self.device), absent
 
     @torch.no_grad()
     def _forward(self, batch: Batch) -> dict[str, Any]:
         return self.model(batch)
 
-    def postprocess(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    def postprocess(self, outputs: dict[str, Any], absent: list[list[str]]) -> list[dict[str, Any]]:
+        """Each row's prediction per task, and ``absent_inputs``: the inputs it lacked."""
         return [
-            {name: task.postprocess(outputs[name], i) for name, task in self.model.tasks.items()}
-            for i in range(count)
+            {
+                **{
+                    name: task.postprocess(outputs[name], i)
+                    for name, task in self.model.tasks.items()
+                },
+                "absent_inputs": missing,
+            }
+            for i, missing in enumerate(absent)
         ]
 
     def predict(
         self, rows: list[dict[str, Any]], base_dir: str | Path = "."
     ) -> list[dict[str, Any]]:
-        batch = self.preprocess(rows, Path(base_dir))
-        return self.postprocess(self._forward(batch), len(rows))
+        """Predictions for ``rows``: manifest-shaped dicts (the columns the model was trained
+        on; a missing input is allowed and listed in ``absent_inputs``, an unknown key is an
+        error naming the closest expected one)."""
+        batch, absent = self.preprocess(rows, Path(base_dir))
+        return self.postprocess(self._forward(batch), absent)
 
     def __call__(self, row: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
         return self.predict([row], base_dir)[0]

@@ -82,17 +82,16 @@ def test_fields_kinds_roles_and_given_label_set(report):
     assert report["schema_inferred"] is False  # a label set was given
 
 
-def test_quarantine_file_has_one_line_per_bad_row(bad_manifest, report, tmp_path):
-    default = bad_manifest.path.parent / "quarantine.jsonl"
-    assert report["quarantine_file"] == str(default)
-    lines = [json.loads(line) for line in default.read_text(encoding="utf-8").splitlines()]
-    assert {r["line"]: (r["reason"], r["field"]) for r in lines} == bad_manifest.quarantined
-    assert len(lines) == 3
+def test_quarantine_file_is_written_only_where_asked(bad_manifest, report, tmp_path):
+    assert "quarantine_file" not in report  # inspecting writes nothing into the data folder
+    assert sorted(p.name for p in bad_manifest.path.parent.iterdir()) == ["img", "manifest.jsonl"]
 
     elsewhere = tmp_path / "out" / "bad.jsonl"
     again = inspect_manifest(bad_manifest.path, labels="red,blue", quarantine_path=elsewhere)
     assert again["quarantine_file"] == str(elsewhere)
-    assert elsewhere.read_text(encoding="utf-8") == default.read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in elsewhere.read_text(encoding="utf-8").splitlines()]
+    assert {r["line"]: (r["reason"], r["field"]) for r in lines} == bad_manifest.quarantined
+    assert len(lines) == 3
 
 
 def test_label_set_from_a_config_file(bad_manifest, tmp_path):
@@ -131,7 +130,7 @@ def test_render_prints_counts_presence_and_reasons(bad_manifest, report):
     assert "image file is truncated" in text
     assert "missing.png does not exist" in text
     assert "'green' is not in the label set" in text
-    assert f"all quarantined rows: {report['quarantine_file']}" in text
+    assert "write every quarantined row with its reason: --quarantine FILE" in text
 
 
 def test_render_without_bad_rows_has_no_quarantine_table(tiny_manifest):
@@ -160,8 +159,10 @@ def test_render_does_not_read_data_as_markup():
             }
         },
         "quarantine_file": "q[2].jsonl",
+        "warnings": ["input '[red]' almost determines target 'label'"],
     }
     console = Console(record=True, width=300, file=io.StringIO())
     render_inspection(report, console)
     text = console.export_text()
     assert detail in text and "data[1].jsonl" in text and "q[2].jsonl" in text
+    assert "warning: input '[red]' almost determines" in text

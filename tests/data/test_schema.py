@@ -41,7 +41,7 @@ def test_infer_schema_kinds():
 
 def test_infer_schema_named_target():
     rows = [{"text": f"hello there {i}", "sentiment": str(i % 3)} for i in range(30)]
-    assert infer_schema(rows, target="sentiment").fields["sentiment"].role == "target"
+    assert infer_schema(rows, ["sentiment"]).fields["sentiment"].role == "target"
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", math.nan])

@@ -113,3 +113,165 @@ def test_strict_run_raises_naming_the_bad_row(bad_manifest, tmp_path):
     run_dir = tmp_path / "runs" / "bad"
     assert not (run_dir / "best").exists() and not (run_dir / "results.json").exists()
     assert not (run_dir / "quarantine.jsonl").exists()
+
+
+# --- config fields against the manifest, empty splits, existing run directories -------------
+
+
+def tiny_config(manifest: Path, out_dir: Path, **data: object) -> RunConfig:
+    """A small fused classifier over the conftest tiny manifest (image, text, price, label)."""
+    return validate(
+        {
+            "name": "tiny",
+            "data": {"manifest": str(manifest), "image": {"size": 16}, **data},
+            "model": {
+                "encoders": {"image": {"type": "cnn", "dim": 8, "channels": [8]}},
+                "fusion": {"dim": 8},
+                "tasks": [{"type": "classify", "target": "label", "hidden": 8}],
+            },
+            "train": {"epochs": 1, "batch_size": 8, "out_dir": str(out_dir)},
+        }
+    )
+
+
+FIELDS = {
+    "image": {"kind": "image"},
+    "text": {"kind": "text"},
+    "label": {"kind": "label", "role": "target"},
+}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (  # a field in no row: 'img' for the column 'image'
+            {**FIELDS, "img": {"kind": "image"}},
+            "data.fields.img: column 'img' has no value in any row of",
+        ),
+        (  # a target in no row: 'Label' for 'label'
+            {"image": {"kind": "image"}, "Label": {"kind": "label", "role": "target"}},
+            "data.fields.Label: column 'Label' has no value in any row of",
+        ),
+        (  # a tabular field's column in no row
+            {**FIELDS, "tab": {"kind": "tabular", "numeric": ["price", "weight"]}},
+            "data.fields.tab: column 'weight' has no value in any row of",
+        ),
+    ],
+)
+def test_a_configured_field_in_no_row_is_an_error_before_training(
+    tiny_manifest, tmp_path, fields, message
+):
+    config = tiny_config(tiny_manifest, tmp_path / "runs", fields=fields)
+    with pytest.raises(PolymodalError) as exc:
+        run_training(config, log=lambda m: None)
+    text = str(exc.value)
+    assert text.startswith(message)
+    assert "the manifest's columns: id, image, label, price, split, text" in text
+    assert not (tmp_path / "runs" / "tiny" / "best").exists()
+
+
+def test_the_error_names_the_closest_column(tiny_manifest, tmp_path):
+    fields = {"Label": {"kind": "label", "role": "target"}, "imge": {"kind": "image"}}
+    with pytest.raises(PolymodalError, match="did you mean 'label'"):
+        run_training(tiny_config(tiny_manifest, tmp_path, fields=fields), log=lambda m: None)
+
+
+def test_a_manifest_with_none_of_the_configured_columns_is_an_error(tmp_path):
+    manifest = tmp_path / "other.jsonl"
+    manifest.write_text('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n', encoding="utf-8")
+    config = tiny_config(manifest, tmp_path / "runs", fields=FIELDS)
+    with pytest.raises(PolymodalError, match="column 'image' has no value in any row"):
+        run_training(config, log=lambda m: None)
+
+
+@pytest.mark.parametrize("target", ["Label", "lable"])
+def test_an_inferred_schema_with_a_misspelt_target_names_data_target(
+    tiny_manifest, tmp_path, target
+):
+    config = tiny_config(tiny_manifest, tmp_path / "runs")
+    config.model.tasks[0].target = target
+    with pytest.raises(DataError) as exc:
+        run_training(config, log=lambda m: None)
+    assert f"target column '{target}' has no value in any row; did you mean 'label'?" in str(
+        exc.value
+    )
+    assert "data.target" in str(exc.value)
+
+
+def test_the_task_target_is_the_target_of_an_inferred_schema(tmp_path):
+    """'answer' or any column a classify task names is the target, never an input."""
+    rows = [
+        {"question": f"what colour is thing {i}", "kind": ["a", "b"][i % 2], "reply": "yes"}
+        for i in range(20)
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    config = tiny_config(manifest, tmp_path / "runs", val_fraction=0.2, test_fraction=0.2)
+    config.model.encoders = {}
+    config.model.tasks[0].target = "kind"
+    result = run_training(config, log=lambda m: None)
+    assert result.data.schema.targets == ["kind"]
+    assert result.data.schema.inputs == ["question", "reply"]
+
+
+def test_without_validation_rows_no_score_is_shown(tiny_manifest, tmp_path):
+    rows = [json.loads(line) for line in tiny_manifest.read_text().splitlines()]
+    manifest = tiny_manifest.parent / "no_val.jsonl"
+    manifest.write_text(
+        "\n".join(json.dumps({**r, "split": "train"}) for r in rows), encoding="utf-8"
+    )
+    messages: list[str] = []
+    config = tiny_config(manifest, tmp_path / "runs")
+    config.train.epochs = 2
+    result = run_training(config, log=messages.append)
+    assert "no validation rows: every epoch is kept as the best so far, and no score is shown" in (
+        messages
+    )
+    epochs = [m for m in messages if m.startswith("epoch ")]
+    assert len(epochs) == 2 and not any("val" in m for m in epochs)
+    assert result.train.best_epoch == 2 and result.train.best_score is None
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["val_score"] is None and results["test"] == {}
+    history = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert [h["val_score"] for h in history] == [None, None]
+
+
+def test_every_train_row_quarantined_is_an_error_that_says_why(tmp_path):
+    rows = [
+        {"split": "train", "image": f"missing{i}.png", "text": "a red square", "label": "red"}
+        for i in range(4)
+    ]
+    rows.append({"split": "val", "image": "x.png", "text": "a blue square", "label": "blue"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    config = tiny_config(manifest, tmp_path / "runs", fields=FIELDS)
+    with pytest.raises(DataError) as exc:
+        run_training(config, log=lambda m: None)
+    assert "no train row can be used, nothing to train on" in str(exc.value)
+    assert "quarantined: 5 missing image file" in str(exc.value)
+    assert len(read_jsonl(tmp_path / "runs" / "tiny" / "quarantine.jsonl")) == 5
+
+
+def test_an_existing_run_directory_is_refused_unless_overwrite(tiny_manifest, tmp_path):
+    config = tiny_config(tiny_manifest, tmp_path / "runs")
+    first = run_training(config, log=lambda m: None)
+    stale = first.run_dir / "quarantine.jsonl"
+    stale.write_text('{"line": 1}\n', encoding="utf-8")  # as an earlier, dirtier run left it
+    before = (first.model_dir / "model.safetensors").read_bytes()
+    with pytest.raises(PolymodalError, match="exists and holds an earlier run's files; pass --ov"):
+        run_training(config, log=lambda m: None)
+    assert stale.exists() and (first.model_dir / "model.safetensors").read_bytes() == before
+
+    second = run_training(config, log=lambda m: None, overwrite=True)
+    assert not stale.exists()  # cleared, not mixed with the new run's files
+    assert json.loads((second.run_dir / "results.json").read_text())["quarantined"] == {}
+
+
+def test_overwrite_never_deletes_a_folder_polymodal_did_not_write(tiny_manifest, tmp_path):
+    precious = tmp_path / "runs" / "tiny" / "thesis.tex"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("years of work", encoding="utf-8")
+    config = tiny_config(tiny_manifest, tmp_path / "runs")
+    with pytest.raises(PolymodalError, match="did not write; nothing was deleted"):
+        run_training(config, log=lambda m: None, overwrite=True)
+    assert precious.read_text(encoding="utf-8") == "years of work"

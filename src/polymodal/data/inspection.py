@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from polymodal.config import DataConfig, load_config
-from polymodal.data.pipeline import prepare_data
-from polymodal.data.schema import infer_schema
+from polymodal.config import DataConfig, load_config, task_targets
+from polymodal.data.pipeline import PreparedData, prepare_data
+from polymodal.data.schema import infer_schema, is_absent
 from polymodal.data.sources import read_manifest
+
+LEAK_ACCURACY = 0.95  # an input whose value predicts the target this well gives it away
+LEAK_GAIN = 0.2  # ... and at least this much better than always guessing the commonest label
 
 
 def _data_config(
@@ -19,7 +23,7 @@ def _data_config(
         return data.model_copy(update={"manifest": Path(manifest)})
     data = DataConfig(manifest=Path(manifest), target=target)
     if labels:
-        fields = infer_schema(read_manifest(manifest).rows, target).fields
+        fields = infer_schema(read_manifest(manifest).rows, [target] if target else []).fields
         targets = [name for name, spec in fields.items() if spec.kind == "label"]
         for name in targets:
             fields[name] = fields[name].model_copy(
@@ -29,6 +33,50 @@ def _data_config(
     return data
 
 
+def leaky_inputs(data: PreparedData) -> list[dict[str, Any]]:
+    """Inputs whose value almost determines a target: bookkeeping columns that give it away.
+
+    For each (input column, target) the score is the leave-one-out accuracy of predicting a
+    row's label as the commonest label of the *other* rows with the same value (the overall
+    commonest label where no other row shares it), so a column unique to each row (an id, a
+    free text) scores as a guess, and only a value shared by rows with one label scores high.
+    """
+    rows = data.manifest.rows
+    found = []
+    for target in data.schema.targets:
+        labelled = [row for row in rows if not is_absent(row.get(target))]
+        labels = [str(row[target]) for row in labelled]
+        if not labels:
+            continue
+        commonest, count = Counter(labels).most_common(1)[0]
+        baseline = count / len(labels)
+        for name in data.schema.inputs:
+            for column in data.schema.columns(name):
+                by_value: dict[str, Counter[str]] = defaultdict(Counter)
+                values = [str(row.get(column)) for row in labelled]
+                for value, label in zip(values, labels, strict=True):
+                    by_value[value][label] += 1
+                hits = 0
+                for value, label in zip(values, labels, strict=True):
+                    counts = by_value[value]  # the row itself is taken out of its own count
+                    guess = max(counts, key=lambda other: (counts[other] - (other == label), other))
+                    if counts[guess] - (guess == label) == 0:
+                        guess = commonest
+                    hits += guess == label
+                accuracy = hits / len(labels)
+                if accuracy >= LEAK_ACCURACY and accuracy - baseline >= LEAK_GAIN:
+                    found.append(
+                        {
+                            "field": name,
+                            "column": column,
+                            "target": target,
+                            "accuracy": round(accuracy, 4),
+                            "baseline": round(baseline, 4),
+                        }
+                    )
+    return found
+
+
 def inspect_manifest(
     manifest: str | Path,
     config: str | None = None,
@@ -36,14 +84,32 @@ def inspect_manifest(
     labels: str | None = None,
     quarantine_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Fields with kinds, rows per split, presence per field, and the quarantine summary."""
+    """Fields with kinds, rows per split, presence per field, the quarantine summary, and
+    warnings: no target found, inputs that give the target away (``leaky_inputs``).
+
+    Quarantined rows are written to ``quarantine_path`` only when it is given.
+    """
     data_config = _data_config(manifest, config, target, labels)
-    data = prepare_data(data_config)
+    targets = task_targets(load_config(config).model) if config else []
+    data = prepare_data(data_config, targets=targets)
     examples = [ex for split in data.splits.values() for ex in split]
     presence = {
         name: (sum(ex[name] is not None for ex in examples) / len(examples) if examples else 0.0)
         for name in data.schema.fields
     }
+    warnings = []
+    if not data.schema.targets:
+        warnings.append(
+            "no target column found: name it with --target (data.target in a config); "
+            f"columns: {', '.join(data.schema.fields)}"
+        )
+    for leak in leaky_inputs(data):
+        warnings.append(
+            f"input '{leak['column']}' almost determines target '{leak['target']}': its value "
+            f"predicts it for {leak['accuracy']:.1%} of rows (the commonest label alone: "
+            f"{leak['baseline']:.1%}); if it is bookkeeping that gives the answer away, leave it "
+            "out of the inputs (data.fields or model.inputs)"
+        )
     report: dict[str, Any] = {
         "manifest": str(data.manifest.path),
         "schema_inferred": data.schema_inferred,
@@ -62,10 +128,10 @@ def inspect_manifest(
         },
         "splits": {name: len(rows) for name, rows in data.splits.items()},
         "quarantine": data.quarantine.summary(),
+        "warnings": warnings,
     }
-    if len(data.quarantine):
-        path = Path(quarantine_path or data.manifest.base_dir / "quarantine.jsonl")
-        report["quarantine_file"] = str(data.quarantine.write(path))
+    if len(data.quarantine) and quarantine_path:
+        report["quarantine_file"] = str(data.quarantine.write(quarantine_path))
     return report
 
 
@@ -94,6 +160,8 @@ def render_inspection(report: dict[str, Any], console: Any) -> None:
         f"rows: {rows['read']} read, {rows['loaded']} loaded, "
         f"{rows['quarantined']} quarantined; splits: {splits}"
     )
+    for warning in report["warnings"]:
+        console.print(f"[bold yellow]warning[/bold yellow]: {escape(warning)}")
     if not report["quarantine"]:
         return
     bad = Table(title="quarantined rows")
@@ -106,4 +174,7 @@ def render_inspection(report: dict[str, Any], console: Any) -> None:
         )
         bad.add_row(reason, str(info["count"]), examples)
     console.print(bad)
-    console.print(f"all quarantined rows: {escape(report['quarantine_file'])}")
+    if "quarantine_file" in report:
+        console.print(f"all quarantined rows: {escape(report['quarantine_file'])}")
+    else:
+        console.print("write every quarantined row with its reason: --quarantine FILE")

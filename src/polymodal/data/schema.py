@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from polymodal.errors import DataError, did_you_mean
+
 Kind = Literal["image", "text", "tabular", "label"]
 Role = Literal["input", "target"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-TARGET_NAMES = ("label", "labels", "target", "class", "y")
+TARGET_NAMES = ("label", "labels", "target", "class", "y", "answer")
 IGNORED_COLUMNS = ("id", "split")
+NUMERIC_SHARE = 0.95  # a column with at least this share of numbers is numeric; the rest quarantine
 
 
 class FieldSpec(BaseModel):
@@ -59,6 +62,11 @@ class Schema:
     def targets(self) -> list[str]:
         return [name for name, spec in self.fields.items() if spec.role == "target"]
 
+    def columns(self, name: str) -> list[str]:
+        """The manifest columns field ``name`` reads: a tabular field's own, else its name."""
+        spec = self.fields[name]
+        return spec.numeric + spec.categorical or [name]
+
     def to_dict(self) -> dict[str, Any]:
         return {name: spec.model_dump(exclude_defaults=True) for name, spec in self.fields.items()}
 
@@ -90,12 +98,12 @@ def _is_number(value: Any) -> bool:
     return False
 
 
-def _infer_kind(name: str, values: list[Any], target: str | None) -> FieldSpec | None:
+def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | None:
     if not values or any(isinstance(v, list | dict) for v in values):
         return None
-    if name == target or (target is None and name.lower() in TARGET_NAMES):
+    if is_target:
         return FieldSpec(kind="label", role="target")
-    if all(_is_number(v) for v in values):
+    if sum(_is_number(v) for v in values) >= NUMERIC_SHARE * len(values):
         return FieldSpec(kind="tabular", numeric=[name])
     texts = [str(v) for v in values]
     if sum(t.lower().endswith(IMAGE_SUFFIXES) for t in texts) >= 0.9 * len(texts):
@@ -107,13 +115,15 @@ def _infer_kind(name: str, values: list[Any], target: str | None) -> FieldSpec |
     return FieldSpec(kind="text")
 
 
-def infer_schema(rows: Iterable[Mapping[str, Any]], target: str | None = None) -> Schema:
+def infer_schema(rows: Iterable[Mapping[str, Any]], targets: Sequence[str] = ()) -> Schema:
     """Guess each column's kind from its values.
 
-    Image paths (by suffix), numbers (numeric tabular), short low-cardinality strings
-    (categorical tabular), other strings (text). The column named ``target``, or else one named
-    like ``label``, becomes the classification target. ``id``, ``split`` and nested values
-    (lists, objects) are skipped.
+    Image paths (by suffix), numbers (numeric tabular; a column numeric in at least 95 % of its
+    values is numeric, and the odd rows are quarantined when read), short low-cardinality
+    strings (categorical tabular), other strings (text). The ``targets`` columns, or when none
+    is given those named like ``label`` or ``answer``, become classification targets; a named
+    target in no row is an error. ``id``, ``split`` and nested values (lists, objects) are
+    skipped.
     """
     columns: dict[str, list[Any]] = {}
     for row in rows:
@@ -123,9 +133,17 @@ def infer_schema(rows: Iterable[Mapping[str, Any]], target: str | None = None) -
             bucket = columns.setdefault(key, [])
             if not is_absent(value):
                 bucket.append(value)
+    for target in targets:
+        if not columns.get(target):
+            raise DataError(
+                f"target column '{target}' has no value in any row"
+                f"{did_you_mean(target, list(columns))} (columns: {', '.join(columns)}); set "
+                "data.target, or the task's target, to the column that holds the labels"
+            )
+    named = targets or [name for name in columns if name.lower() in TARGET_NAMES]
     fields = {}
     for name, values in columns.items():
-        spec = _infer_kind(name, values, target)
+        spec = _infer_kind(name, values, name in named)
         if spec is not None:
             fields[name] = spec
     return Schema(fields)

@@ -27,6 +27,11 @@ class Manifest:
     def base_dir(self) -> Path:
         return self.path.parent
 
+    @property
+    def columns(self) -> list[str]:
+        """Every column that some row has, sorted."""
+        return sorted({key for row in self.rows for key in row if key != LINE_KEY})
+
 
 def _undecodable(text: str) -> bool:
     """True where bytes that are not UTF-8 were kept as surrogate escapes."""
@@ -93,5 +98,7 @@ def read_manifest(path: str | Path, quarantine: Quarantine | None = None) -> Man
     else:
         raise DataError(f"manifest {path}: unknown format '{suffix}'; use .jsonl or .csv")
     if not rows:
-        raise DataError(f"manifest {path} has no readable rows")
+        bad = quarantine.rows[:3]
+        why = "".join(f"; line {r.line}: {r.reason}: {r.detail}" for r in bad)
+        raise DataError(f"manifest {path} has no readable rows{why}")
     return Manifest(path, rows)

@@ -20,11 +20,11 @@ from polymodal.config import (
 )
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
-from polymodal.errors import ConfigError, ModelError
+from polymodal.errors import ConfigError, ModelError, did_you_mean
 from polymodal.models.encoders import ENCODERS, Encoded
 from polymodal.models.fusion import FUSIONS
 from polymodal.tasks import Classify, Retrieve, Task
-from polymodal.train.checkpoint import atomic_write, atomic_write_text
+from polymodal.train.checkpoint import atomic_write, atomic_write_text, remove_stale_temp_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -92,6 +92,7 @@ class MultimodalModel(nn.Module):
         """Write config.json, model.safetensors and preprocessor.json (each atomically)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(directory)  # left by a save that was killed midway
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         self.preprocessor.save(directory)
@@ -135,7 +136,9 @@ def _check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple
     fields = preprocessor.schema.fields
     if name not in fields:
         raise ConfigError(
-            f"{where}: field '{name}' is not in the data (fields: {', '.join(fields)})"
+            f"{where}: field '{name}' is not in the data{did_you_mean(name, list(fields))} "
+            f"(fields: {', '.join(fields)}; a target is a field of kind label, from data.fields "
+            "or data.target)"
         )
     if fields[name].kind not in kinds:
         raise ConfigError(

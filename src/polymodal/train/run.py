@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polymodal.config import RunConfig, dump_config
+from polymodal.config import RunConfig, dump_config, task_targets
 from polymodal.data.pipeline import PreparedData, prepare_data
+from polymodal.errors import ConfigError, DataError
 from polymodal.evaluate.evaluator import evaluate_model
 from polymodal.models.model import MultimodalModel, build_model
 from polymodal.models.transfer import load_encoders, transferred_preprocessors
@@ -48,23 +50,68 @@ def write_json(path: Path, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
 
 
+def fresh_directory(
+    path: Path, overwrite: bool, written_by_us: Callable[[Path], bool], what: str
+) -> None:
+    """Make ``path`` an empty folder to write a run into.
+
+    A folder that holds files is refused (its files would mix with the new run's) unless
+    ``overwrite``; even then it is cleared only when ``written_by_us(path)``, so a mistyped
+    path never deletes a user's files.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; choose a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"{what} {path} exists and holds an earlier run's files; pass --overwrite to "
+                "replace it, or choose another folder"
+            )
+        if not written_by_us(path):
+            raise ConfigError(
+                f"{what} {path} holds files polymodal did not write; nothing was deleted: "
+                "choose another folder"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
 def run_training(
-    config: RunConfig, log: Log = print, data: PreparedData | None = None
+    config: RunConfig,
+    log: Log = print,
+    data: PreparedData | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train per ``config``: config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
 
     ``data`` reuses data already prepared for the same ``config.data`` (several runs, one read).
+    A run directory that exists is refused unless ``overwrite``, which clears it first.
     """
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     data = data or prepare_data(
-        config.data, config.seed, fitted=transferred_preprocessors(config.model)
+        config.data,
+        config.seed,
+        fitted=transferred_preprocessors(config.model),
+        targets=task_targets(config.model),
     )
     for line in describe_data(data):
         log(line)
     if len(data.quarantine):
         log(f"quarantined rows and reasons: {data.quarantine.write(run_dir / 'quarantine.jsonl')}")
+    if not data.splits["train"]:
+        counts = ", ".join(f"{n} {reason}" for reason, n in data.quarantine.counts().items())
+        raise DataError(
+            f"{config.data.manifest}: no train row can be used, nothing to train on "
+            f"(quarantined: {counts or 'none'}; see {run_dir / 'quarantine.jsonl'})"
+        )
+    if not data.splits.get("val"):
+        log("no validation rows: every epoch is kept as the best so far, and no score is shown")
     seed_everything(config.seed)
     model = build_model(config.model, data.preprocessor)
     for name in load_encoders(model):

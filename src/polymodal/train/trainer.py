@@ -41,7 +41,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 class TrainResult:
     best_dir: Path
     best_epoch: int
-    best_score: float
+    best_score: float | None  # None without validation rows (the last epoch is kept)
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -50,7 +50,8 @@ class Trainer:
     """Trains ``model`` on ``train`` examples, validating on ``val`` after every epoch.
 
     Writes ``out_dir/metrics.jsonl`` (one line per epoch) and the best model (by the tasks'
-    main metrics on ``val``; the last epoch when there is no val split) to ``out_dir/best``.
+    main metrics on ``val``; the last epoch, with no score, when there are no val rows) to
+    ``out_dir/best``.
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         history_path = self.out_dir / "metrics.jsonl"
         history_path.write_text("", encoding="utf-8")
-        best = TrainResult(self.out_dir / "best", 0, -math.inf)
+        best = TrainResult(self.out_dir / "best", 0, None)
         start = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -119,7 +120,7 @@ class Trainer:
                 schedule.step()
                 losses.append(float(loss.detach()))
             val = evaluate_model(model, self.val_examples, device=cfg.device)
-            score = main_score(val, model) if val else float(epoch)
+            score = main_score(val, model) if val else None
             record = {
                 "epoch": epoch,
                 "train_loss": sum(losses) / max(1, len(losses)),
@@ -131,13 +132,11 @@ class Trainer:
             best.history.append(record)
             with history_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            improved = score > best.best_score
+            improved = score is None or best.best_score is None or score > best.best_score
             if improved:
                 best.best_epoch, best.best_score = epoch, score
                 model.save_pretrained(best.best_dir)
-            self.log(
-                f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                f"val {score:.4f}{'  (best)' if improved else ''}"
-            )
+            shown = "" if score is None else f"  val {score:.4f}{'  (best)' if improved else ''}"
+            self.log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}{shown}")
         best.seconds = time.perf_counter() - start
         return best

@@ -18,7 +18,19 @@ from polymodal.errors import RowError
 UNKNOWN = 0  # id of an unseen or missing categorical value
 
 
-def _number(column: str, value: Any) -> float:
+def missing_number(value: Any) -> bool:
+    """One rule for every source: None, a blank string and NaN (JSON ``NaN`` or the text
+    ``nan`` in a CSV) are a missing number."""
+    if isinstance(value, str) and value.strip().lower().lstrip("+-") == "nan":
+        return True
+    return is_absent(value)
+
+
+def _number(column: str, value: Any) -> float | None:
+    """A numeric cell as a float, None where it is missing (``missing_number``); text that is
+    no number, a boolean and an infinity are row errors."""
+    if missing_number(value):
+        return None
     if isinstance(value, bool):
         raise RowError("non-numeric value", f"column '{column}' holds {value!r}, not a number")
     try:
@@ -28,7 +40,9 @@ def _number(column: str, value: Any) -> float:
             "non-numeric value", f"column '{column}' holds {value!r}, not a number"
         ) from None
     if not math.isfinite(number):
-        raise RowError("non-numeric value", f"column '{column}' holds {value!r}")
+        raise RowError(
+            "non-numeric value", f"column '{column}' holds {value!r}, not a finite number"
+        )
     return number
 
 
@@ -52,15 +66,23 @@ class TabularPreprocessor:
     def columns(self) -> list[str]:
         return self.numeric + self.categorical
 
+    def is_missing(self, row: dict[str, Any]) -> bool:
+        """True when every column of the field is missing in ``row``."""
+        return all(missing_number(row.get(c)) for c in self.numeric) and all(
+            is_absent(row.get(c)) for c in self.categorical
+        )
+
     def fit(self, rows: list[dict[str, Any]]) -> None:
         """Means and standard deviations (numeric), value lists (categorical); train rows only."""
         for column in self.numeric:
             values = []
             for row in rows:
                 try:
-                    values.append(_number(column, row.get(column)))
+                    number = _number(column, row.get(column))
                 except RowError:
                     continue
+                if number is not None:
+                    values.append(number)
             mean = sum(values) / len(values) if values else 0.0
             var = sum((v - mean) ** 2 for v in values) / len(values) if values else 0.0
             self.mean[column] = mean
@@ -74,11 +96,11 @@ class TabularPreprocessor:
     def read(self, value: dict[str, Any], base_dir: Path) -> torch.Tensor:
         out = []
         for column in self.numeric:
-            raw = value.get(column)
-            if is_absent(raw):
+            number = _number(column, value.get(column))
+            if number is None:
                 out.append(0.0)  # the train mean, after standardisation
             else:
-                out.append((_number(column, raw) - self.mean[column]) / self.std[column])
+                out.append((number - self.mean[column]) / self.std[column])
         for column in self.categorical:
             raw = value.get(column)
             ids = self._ids[column]
