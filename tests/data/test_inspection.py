@@ -166,3 +166,57 @@ def test_render_does_not_read_data_as_markup():
     text = console.export_text()
     assert detail in text and "data[1].jsonl" in text and "q[2].jsonl" in text
     assert "warning: input '[red]' almost determines" in text
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_one_non_numeric_value_is_quarantined_and_named(tmp_path):
+    rows = [{"price": i * 0.5, "text": f"item {i}", "label": "ab"[i % 2]} for i in range(30)]
+    rows[12]["price"] = "twelve"
+    report = inspect_manifest(write_rows(tmp_path / "m.jsonl", rows))
+    assert report["fields"]["price"]["kind"] == "tabular"
+    assert report["fields"]["price"]["numeric"] == ["price"]
+    bad = report["quarantine"]["non-numeric value"]
+    assert bad["count"] == 1
+    assert bad["examples"][0]["line"] == 13 and bad["examples"][0]["field"] == "price"
+    assert "'twelve'" in bad["examples"][0]["detail"]
+
+
+def test_a_missing_target_is_a_warning_that_asks_for_it(tmp_path):
+    rows = [{"question": f"what is {i}", "reply": "ab"[i % 2]} for i in range(30)]
+    report = inspect_manifest(write_rows(tmp_path / "m.jsonl", rows))
+    assert report["warnings"] == [
+        "no target column found: name it with --target (data.target in a config); "
+        "columns: question, reply"
+    ]
+    named = inspect_manifest(tmp_path / "m.jsonl", target="reply")
+    assert named["fields"]["reply"]["role"] == "target" and named["warnings"] == []
+
+
+def test_an_input_that_gives_the_target_away_is_a_warning(tmp_path):
+    rows = [
+        {
+            "text": f"photo {i} of something",
+            "colour": "rgb"[i % 3],  # no relation to the label
+            "graded_by": "ann" if i % 2 else "bob",  # bookkeeping: bob graded every 'no'
+            "uid": f"u{i}",  # unique per row: determines nothing for an unseen row
+            "label": "yes" if i % 2 else "no",
+        }
+        for i in range(60)
+    ]
+    report = inspect_manifest(write_rows(tmp_path / "m.jsonl", rows))
+    leaks = [w for w in report["warnings"] if "almost determines" in w]
+    assert leaks == [
+        "input 'graded_by' almost determines target 'label': its value predicts it for 100.0% "
+        "of rows (the commonest label alone: 50.0%); if it is bookkeeping that gives the answer "
+        "away, leave it out of the inputs (data.fields or model.inputs)"
+    ]
+
+
+def test_a_mostly_constant_target_is_not_a_leak(tmp_path):
+    rows = [{"text": f"t {i}", "kind": "a", "label": "x" if i else "y"} for i in range(40)]
+    report = inspect_manifest(write_rows(tmp_path / "m.jsonl", rows))
+    assert not [w for w in report["warnings"] if "almost determines" in w]

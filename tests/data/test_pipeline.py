@@ -287,3 +287,61 @@ def test_fit_takes_a_fitted_label_preprocessor_as_is(tiny_manifest):
     ]
     plain = Preprocessor.build(schema, data_config).fit(rows)
     assert plain.fields["label"].labels == ["blue", "red"]
+
+
+def test_an_oversized_image_quarantines_its_row_and_the_others_load(tmp_path):
+    rows = [{"image": ("png", RED), "label": "red"}] * 3
+    manifest = write_manifest(tmp_path, rows)
+    Image.new("RGB", (40, 40), BLUE).save(tmp_path / "img" / "1-image.png")  # over 16x16
+    fields = {"image": FIELDS["image"], "label": FIELDS["label"]}
+    config = DataConfig(
+        manifest=manifest,
+        fields=fields,
+        image={"size": 8, "max_pixels": 16 * 16},
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    data = prepare_data(config)
+    assert lines(data.splits["train"]) == [1, 3]
+    [bad] = data.quarantine.rows
+    assert (bad.line, bad.reason, bad.field) == (2, "image too large", "image")
+    assert "1600 pixels > data.image.max_pixels (256)" in bad.detail
+
+
+def test_nan_is_missing_in_json_and_csv_alike(tmp_path):
+    """JSON NaN and a CSV's text nan follow one rule: a missing value, not a bad row."""
+    rows = [
+        {"text": "a", "price": "1.5", "size": "2"},
+        {"text": "b", "price": "nan", "size": "NaN"},
+        {"text": "c", "price": "nan", "size": "4"},
+        {"text": "d", "price": "2.5", "size": "inf"},
+    ]
+    (tmp_path / "m.csv").write_text(
+        "text,price,size\n" + "".join(f"{r['text']},{r['price']},{r['size']}\n" for r in rows)
+    )
+    as_json = [{k: float(v) if k != "text" else v for k, v in r.items()} for r in rows]
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in as_json), encoding="utf-8"
+    )  # json.dumps writes NaN and Infinity
+    fields = {
+        "text": {"kind": "text"},
+        "price": {"kind": "tabular"},
+        "size": {"kind": "tabular"},
+    }
+    prepared = []
+    for name in ("m.csv", "m.jsonl"):
+        data = DataConfig(manifest=tmp_path / name, fields=fields, val_fraction=0, test_fraction=0)
+        prepared.append(prepare_data(data))
+    csv_data, json_data = prepared
+    for data in prepared:
+        assert [(q.line, q.reason, q.field) for q in data.quarantine.rows] == [
+            (data.quarantine.rows[0].line, "non-numeric value", "size")
+        ]  # Infinity is an error in both
+        examples = data.splits["train"]
+        assert [ex["price"] is None for ex in examples] == [False, True, True]
+        assert [ex["size"] is None for ex in examples] == [False, True, False]
+    for a, b in zip(csv_data.splits["train"], json_data.splits["train"], strict=True):
+        for name in fields:
+            assert (a[name] is None) == (b[name] is None)
+            if a[name] is not None:
+                assert torch.equal(a[name], b[name])

@@ -8,6 +8,7 @@ import torch
 from polymodal.config import DataConfig
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import FieldSpec, Schema, infer_schema, is_absent
+from polymodal.errors import DataError
 
 
 def test_infer_schema_kinds():
@@ -81,3 +82,29 @@ def test_collate_with_missing_fields(tiny_manifest):
     assert batch.values["text"].shape == (3, 6)
     assert batch.values["label"].tolist()[2] == -100  # absent target is ignored by the loss
     assert len(batch) == 3
+
+
+def test_a_column_numeric_in_almost_every_row_stays_numeric():
+    rows = [{"price": str(i * 1.5), "text": f"words {i}"} for i in range(39)]
+    rows.append({"price": "call us", "text": "words"})
+    assert infer_schema(rows).fields["price"].numeric == ["price"]
+    rows[0]["price"] = rows[1]["price"] = "ask"  # 3 of 40 is no longer "almost every row"
+    assert infer_schema(rows).fields["price"].kind == "text"
+
+
+def test_answer_is_a_target_by_name_and_a_named_target_wins():
+    rows = [{"question": f"what is {i}", "answer": ["yes", "no"][i % 2]} for i in range(30)]
+    assert infer_schema(rows).targets == ["answer"]
+    rows = [{**r, "label": "x", "answer": r["answer"]} for r in rows]
+    only = infer_schema(rows, ["label"])
+    assert only.targets == ["label"] and only.fields["answer"].role == "input"
+
+
+def test_a_named_target_in_no_row_is_an_error_that_names_data_target():
+    rows = [{"text": f"hello there {i}", "label": "a"} for i in range(5)]
+    with pytest.raises(DataError) as exc:
+        infer_schema(rows, ["Label"])
+    assert str(exc.value).startswith(
+        "target column 'Label' has no value in any row; did you mean 'label'? (columns: text, "
+    )
+    assert "set data.target" in str(exc.value)

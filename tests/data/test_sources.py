@@ -68,3 +68,14 @@ def test_quarantine_summary_and_file(tmp_path: Path):
     assert len(summary["malformed row"]["examples"]) == 1
     written = quarantine.write(tmp_path / "q" / "quarantine.jsonl")
     assert len(written.read_text().splitlines()) == 2
+
+
+def test_a_jsonl_that_is_not_json_says_why(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("image,text\na.png,hello\n", encoding="utf-8")  # a CSV named .jsonl
+    with pytest.raises(DataError) as exc:
+        read_manifest(path)
+    message = str(exc.value)
+    assert message.startswith(f"manifest {path} has no readable rows; line 1: malformed row: ")
+    assert "not valid JSON (Expecting value at column 1)" in message
+    assert "line 2: malformed row" in message

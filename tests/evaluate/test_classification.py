@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.evaluate import accuracy, classification_scores, confusion_matrix, macro_f1
+from polymodal.evaluate import accuracy, classification_scores, confusion_matrix, f1_macro
 from polymodal.evaluate.classification import (
     auroc,
     average_precision,
@@ -17,7 +17,7 @@ from polymodal.evaluate.classification import (
     sentiment_scores,
 )
 
-ARGMAX_KEYS = ("accuracy", "macro_f1", "confusion_matrix", "num_examples")
+ARGMAX_KEYS = ("accuracy", "f1_macro", "confusion_matrix", "num_examples")
 
 
 def test_three_classes_with_a_class_never_predicted() -> None:
@@ -27,7 +27,7 @@ def test_three_classes_with_a_class_never_predicted() -> None:
     # macro = (1/2 + 2/3 + 0) / 3 = 7/18.
     y_true, y_pred = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 0, 1]
     assert accuracy(y_true, y_pred) == pytest.approx(0.5)
-    assert macro_f1(y_true, y_pred) == pytest.approx(7 / 18)
+    assert f1_macro(y_true, y_pred) == pytest.approx(7 / 18)
     matrix = confusion_matrix(y_true, y_pred)
     assert matrix.dtype == np.int64
     assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 1, 0]]
@@ -37,19 +37,19 @@ def test_label_only_in_prediction_counts_and_absent_labels_do_not() -> None:
     # Class 2 is only predicted: class 0: TP 1, FN 1 -> 2/3; class 1: TP 2 -> 1; class 2: FP 1 -> 0.
     # macro = (2/3 + 1 + 0) / 3 = 5/9. Classes 3 and 4 (num_classes=5) appear nowhere: left out.
     y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1])
-    assert macro_f1(y_true, y_pred) == pytest.approx(5 / 9)
-    assert macro_f1(y_true, y_pred, num_classes=5) == pytest.approx(5 / 9)
+    assert f1_macro(y_true, y_pred) == pytest.approx(5 / 9)
+    assert f1_macro(y_true, y_pred, num_classes=5) == pytest.approx(5 / 9)
     assert confusion_matrix(y_true, y_pred).tolist() == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
     assert confusion_matrix(y_true, y_pred, num_classes=5).shape == (5, 5)
     # Class 1 is absent from both: the mean is over classes 0 and 2 only.
-    assert macro_f1([0, 2], [0, 2]) == pytest.approx(1.0)
+    assert f1_macro([0, 2], [0, 2]) == pytest.approx(1.0)
 
 
 def test_binary() -> None:
     # class 1: TP 2, FN 1, FP 1 -> 4/6; class 0: TP 1, FP 1, FN 1 -> 2/4; macro = 7/12.
     y_true, y_pred = torch.tensor([1, 1, 1, 0, 0]), torch.tensor([1, 0, 1, 1, 0])
     assert accuracy(y_true, y_pred) == pytest.approx(3 / 5)
-    assert macro_f1(y_true, y_pred) == pytest.approx(7 / 12)
+    assert f1_macro(y_true, y_pred) == pytest.approx(7 / 12)
     assert confusion_matrix(y_true, y_pred).tolist() == [[1, 1], [1, 2]]
 
 
@@ -63,7 +63,7 @@ def test_classification_scores_from_logits() -> None:
     scores = classification_scores(torch.tensor([0, 1, 2, 1]), logits)
     assert {key: scores[key] for key in ARGMAX_KEYS} == {
         "accuracy": pytest.approx(0.75),
-        "macro_f1": pytest.approx(0.6),
+        "f1_macro": pytest.approx(0.6),
         "confusion_matrix": [[1, 0, 0, 0], [0, 2, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]],
         "num_examples": 4,
     }
@@ -83,7 +83,7 @@ def test_classification_scores_keys() -> None:
     probs = rng.dirichlet(np.ones(3), size=30)
     y_true = rng.integers(0, 3, 30)
     averaged = {
-        f"{a}_{m}" for a in ("macro", "micro", "weighted") for m in ("precision", "recall", "f1")
+        f"{m}_{a}" for a in ("macro", "micro", "weighted") for m in ("precision", "recall", "f1")
     }
     common = {"accuracy", "confusion_matrix", "num_examples", "ece_15", *averaged}
     multiclass = classification_scores(y_true, probs)
@@ -99,14 +99,14 @@ def test_classification_scores_keys() -> None:
     binary_probs = rng.dirichlet(np.ones(2), size=30)
     binary_true = rng.integers(0, 2, 30)
     binary = classification_scores(binary_true, binary_probs)
-    binary_keys = {"binary_precision", "binary_recall", "binary_f1", "auroc", "average_precision"}
+    binary_keys = {"precision", "recall", "f1", "auroc", "average_precision"}
     assert set(binary) == common | binary_keys
     assert binary["auroc"] == pytest.approx(auroc(binary_true, binary_probs[:, 1]))
     assert binary["average_precision"] == pytest.approx(
         average_precision(binary_true, binary_probs[:, 1])
     )
     expected = precision_recall_f1(binary_true, binary_probs.argmax(1), "binary")
-    assert binary["binary_f1"] == pytest.approx(expected["f1"])
+    assert binary["f1"] == pytest.approx(expected["f1"])
     # One class in the truth: the ranking metrics are undefined.
     single = classification_scores(np.zeros(30, dtype=int), probs)
     assert single["auroc_ovr_macro"] is None and single["auroc_ovr_weighted"] is None
@@ -125,7 +125,7 @@ def test_sklearn_agrees() -> None:
         y_true, y_pred = rng.integers(0, 6, 50), rng.integers(0, 7, 50)
         labels = np.union1d(y_true, y_pred)
         expected = metrics.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)
-        assert macro_f1(y_true, y_pred) == pytest.approx(expected)
+        assert f1_macro(y_true, y_pred) == pytest.approx(expected)
         assert accuracy(y_true, y_pred) == pytest.approx(metrics.accuracy_score(y_true, y_pred))
         assert np.array_equal(
             confusion_matrix(y_true, y_pred, num_classes=7),
@@ -158,6 +158,23 @@ def test_precision_recall_f1_against_sklearn(average: str) -> None:
     for y_true, y_pred in cases:
         expected = sklearn_prf(y_true, y_pred, average)
         assert precision_recall_f1(y_true, y_pred, average) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_keys_are_sklearn_scorer_names(classes: int) -> None:
+    # Each precision/recall/F1 key is a scorer name, and scores as that scorer's metric.
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(classes)
+    y_true, probs = rng.integers(0, classes, 60), rng.dirichlet(np.ones(classes), size=60)
+    scores = classification_scores(y_true, probs)
+    averaged = {key for key in scores if key.split("_")[0] in ("precision", "recall", "f1")}
+    assert len(averaged) == (12 if classes == 2 else 9)
+    assert averaged <= set(metrics.get_scorer_names())
+    for key in averaged:
+        name, _, average = key.partition("_")
+        metric = getattr(metrics, f"{name}_score")
+        expected = metric(y_true, probs.argmax(1), average=average or "binary", zero_division=0)
+        assert scores[key] == pytest.approx(expected), key
 
 
 def test_auroc_and_average_precision_binary_against_sklearn() -> None:
@@ -307,7 +324,7 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         accuracy([], [])
     with pytest.raises(ValueError, match="y_true has 3 labels but y_pred has 2"):
-        macro_f1([0, 1, 1], [0, 1])
+        f1_macro([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="y_true has 3 labels but probs has 2"):
         classification_scores([0, 1, 1], np.eye(2))
     with pytest.raises(ValueError, match="empty"):

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from polymodal.errors import DataError
-from polymodal.evaluate.classification import macro_f1
+from polymodal.evaluate.classification import f1_macro
 from polymodal.evaluate.confidence import (
     Interval,
     accuracy_interval,
     aggregate_runs,
     bootstrap_mean,
     classification_intervals,
-    macro_f1_interval,
+    f1_macro_interval,
     retrieval_intervals,
 )
 from polymodal.evaluate.retrieval import retrieval_scores
@@ -39,13 +39,13 @@ def test_intervals_contain_the_point_estimate():
     accuracy = accuracy_interval(y_true, y_pred)
     assert accuracy.estimate == pytest.approx(np.mean(y_true == y_pred))
     assert contains(accuracy, accuracy.estimate)
-    f1 = macro_f1_interval(y_true, y_pred)
-    assert f1.estimate == pytest.approx(macro_f1(y_true, y_pred))
+    f1 = f1_macro_interval(y_true, y_pred)
+    assert f1.estimate == pytest.approx(f1_macro(y_true, y_pred))
     assert contains(f1, f1.estimate)
     assert f1.to_dict() == {"estimate": f1.estimate, "low": f1.low, "high": f1.high, "level": 0.95}
 
 
-@pytest.mark.parametrize("interval", [accuracy_interval, macro_f1_interval])
+@pytest.mark.parametrize("interval", [accuracy_interval, f1_macro_interval])
 def test_intervals_shrink_with_more_examples(interval):
     small, large = (interval(*predictions(n)) for n in (100, 2000))
     # the width falls as 1 / sqrt(n): about 4.5 times here
@@ -54,16 +54,16 @@ def test_intervals_shrink_with_more_examples(interval):
 
 def test_intervals_are_deterministic_for_a_seed():
     y_true, y_pred = predictions(200)
-    assert macro_f1_interval(y_true, y_pred, seed=3) == macro_f1_interval(y_true, y_pred, seed=3)
+    assert f1_macro_interval(y_true, y_pred, seed=3) == f1_macro_interval(y_true, y_pred, seed=3)
     assert accuracy_interval(y_true, y_pred, seed=3) != accuracy_interval(y_true, y_pred, seed=4)
     assert bootstrap_mean([0.0, 1.0, 1.0], seed=1) == bootstrap_mean([0.0, 1.0, 1.0], seed=1)
 
 
-def test_macro_f1_of_each_resample_is_macro_f1_of_the_resampled_rows():
+def test_f1_macro_of_each_resample_is_f1_macro_of_the_resampled_rows():
     y_true, y_pred = predictions(50, classes=4)
-    one = macro_f1_interval(y_true, y_pred, num_classes=4, resamples=1, seed=7)
+    one = f1_macro_interval(y_true, y_pred, num_classes=4, resamples=1, seed=7)
     idx = np.random.default_rng(7).integers(0, 50, size=(1, 50))[0]
-    assert one.low == one.high == pytest.approx(macro_f1(y_true[idx], y_pred[idx], 4))
+    assert one.low == one.high == pytest.approx(f1_macro(y_true[idx], y_pred[idx], 4))
 
 
 def test_classification_intervals_take_probabilities():
@@ -71,7 +71,7 @@ def test_classification_intervals_take_probabilities():
     probs = np.eye(3)[y_pred] * 0.8 + 0.1
     intervals = classification_intervals(y_true, probs, resamples=200)
     assert intervals["accuracy"] == accuracy_interval(y_true, y_pred, resamples=200)
-    assert intervals["macro_f1"].estimate == pytest.approx(macro_f1(y_true, y_pred, 3))
+    assert intervals["f1_macro"].estimate == pytest.approx(f1_macro(y_true, y_pred, 3))
 
 
 def test_retrieval_intervals_match_retrieval_scores():
@@ -95,7 +95,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="non-empty"):
         bootstrap_mean([])
     with pytest.raises(ValueError, match="no examples"):
-        macro_f1_interval([], [])
+        f1_macro_interval([], [])
     with pytest.raises(ValueError, match="level"):
         bootstrap_mean([1.0, 0.0], level=1.5)
     with pytest.raises(ValueError, match="one length"):
@@ -111,7 +111,7 @@ def write_results(folder: Path, accuracy: float, f1: float, task: str = "classif
         "test": {
             task: {
                 "accuracy": accuracy,
-                "macro_f1": f1,
+                "f1_macro": f1,
                 "confusion_matrix": [[3, 1], [0, 4]],
                 "num_examples": 8,
                 "labels": ["red", "blue"],
@@ -135,14 +135,14 @@ def test_aggregate_runs_pools_every_number(tmp_path):
     assert accuracy["mean"] == pytest.approx(0.7)
     assert accuracy["std"] == pytest.approx(0.2)  # sample std: sqrt((0.04 + 0 + 0.04) / 2)
     assert accuracy["n"] == 3 and accuracy["values"] == [0.5, 0.7, 0.9]
-    assert pooled["test.classify_label.macro_f1"]["std"] == pytest.approx(0.1)
+    assert pooled["test.classify_label.f1_macro"]["std"] == pytest.approx(0.1)
     assert pooled["train_seconds"] == {"mean": 1.5, "std": 0.0, "n": 3, "values": [1.5] * 3}
     assert not any("confusion_matrix" in path or "labels" in path for path in pooled)
     assert set(pooled) == {
         "best_epoch",
         "val_score",
         "test.classify_label.accuracy",
-        "test.classify_label.macro_f1",
+        "test.classify_label.f1_macro",
         "test.classify_label.num_examples",
         "train_seconds",
     }

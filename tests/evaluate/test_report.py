@@ -115,7 +115,7 @@ def test_report_holds_the_run_numbers_with_intervals(classify_run):
     run_results = json.loads((classify_run / "results.json").read_text(encoding="utf-8"))
     assert summary["tasks"] == run_results["test"]  # the same model on the same rows
     assert summary["split"] == "test" and summary["rows"] == 4
-    for metric in ("accuracy", "macro_f1"):
+    for metric in ("accuracy", "f1_macro"):
         interval = summary["intervals"]["classify_label"][metric]
         assert interval["estimate"] == pytest.approx(summary["tasks"]["classify_label"][metric])
         assert interval["low"] <= interval["estimate"] <= interval["high"]

@@ -13,7 +13,7 @@ _EXPORTS = {
     "accuracy": "classification",
     "classification_scores": "classification",
     "confusion_matrix": "classification",
-    "macro_f1": "classification",
+    "f1_macro": "classification",
     "regression_scores": "classification",
     "sentiment_scores": "classification",
     "precision_recall_f1": "classification",

@@ -116,7 +116,7 @@ def precision_recall_f1(
     return _precision_recall_f1(confusion_matrix(y_true, y_pred, num_classes), average)
 
 
-def macro_f1(y_true: Any, y_pred: Any, num_classes: int | None = None) -> float:
+def f1_macro(y_true: Any, y_pred: Any, num_classes: int | None = None) -> float:
     """Unweighted mean F1 over labels present in truth or prediction (zero_division=0)."""
     return precision_recall_f1(y_true, y_pred, "macro", num_classes)["f1"]
 
@@ -270,12 +270,14 @@ def _none_if_nan(value: float) -> float | None:
 def classification_scores(y_true: Any, probs: Any) -> dict[str, Any]:
     """Every classification metric from (N, C) probabilities or logits.
 
-    Predictions are the argmax. Precision, recall and F1 come macro-, micro- and
-    weighted-averaged (``precision_recall_f1``), and for two classes also for class 1
-    ("binary_*"). Ranking and calibration metrics use the rows as probabilities when each is
-    a distribution, else their softmax: "auroc" and "average_precision" of class 1 for two
-    classes; "auroc_ovr_macro", "auroc_ovr_weighted" and "average_precision_macro" for more;
-    "ece_15" always. Undefined values (one class in y_true) are None.
+    Keys follow scikit-learn's scorer names. Predictions are the argmax. Precision, recall
+    and F1 come macro-, micro- and weighted-averaged (``precision_recall_f1``) as
+    "precision_macro", "recall_micro", "f1_weighted" and so on, and for two classes also for
+    class 1 as plain "precision", "recall" and "f1". Ranking and calibration metrics use the
+    rows as probabilities when each is a distribution, else their softmax: "auroc" and
+    "average_precision" of class 1 for two classes; "auroc_ovr_macro", "auroc_ovr_weighted"
+    and "average_precision_macro" for more; "ece_15" always. Undefined values (one class in
+    y_true) are None.
     """
     scores = _to_numpy(probs)
     if scores.ndim != 2 or scores.shape[1] == 0:
@@ -291,7 +293,7 @@ def classification_scores(y_true: Any, probs: Any) -> dict[str, Any]:
     }
     for average in AVERAGES if len(matrix) == 2 else AVERAGES[:3]:
         for name, value in _precision_recall_f1(matrix, average).items():
-            result[f"{average}_{name}"] = value
+            result[name if average == "binary" else f"{name}_{average}"] = value
     probabilities = scores.astype(np.float64)
     if not _is_distribution(probabilities):
         probabilities = _softmax(probabilities)

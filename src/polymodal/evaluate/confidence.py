@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from polymodal.errors import DataError
-from polymodal.evaluate.classification import macro_f1
+from polymodal.evaluate.classification import f1_macro
 from polymodal.evaluate.retrieval import _query_ranks
 
 RESAMPLES = 1000
@@ -104,7 +104,7 @@ def accuracy_interval(
     return bootstrap_mean(true == pred, resamples, level, seed)
 
 
-def macro_f1_interval(
+def f1_macro_interval(
     y_true: Any,
     y_pred: Any,
     num_classes: int | None = None,
@@ -112,7 +112,7 @@ def macro_f1_interval(
     level: float = LEVEL,
     seed: int = 0,
 ) -> Interval:
-    """Interval for macro F1 (as ``macro_f1``): one confusion matrix per resample, one bincount."""
+    """Interval for macro F1 (as ``f1_macro``): one confusion matrix per resample, one bincount."""
     true, pred = _class_indices(y_true, y_pred)
     classes = num_classes or int(max(true.max(initial=0), pred.max(initial=0))) + 1
     codes = true * classes + pred
@@ -126,19 +126,20 @@ def macro_f1_interval(
         f1 = 2 * np.diagonal(matrix, axis1=1, axis2=2) / np.maximum(totals, 1)
         return f1.sum(axis=1) / (totals > 0).sum(axis=1)
 
-    estimate = macro_f1(true, pred, classes)
+    estimate = f1_macro(true, pred, classes)
     return bootstrap(statistic, len(true), estimate, resamples, level, seed, len(true) + cells)
 
 
 def classification_intervals(
     y_true: Any, probs: Any, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0
 ) -> dict[str, Interval]:
-    """Accuracy and macro-F1 intervals from true classes and (N, C) probabilities (argmax)."""
+    """Intervals for "accuracy" and "f1_macro" (``classification_scores`` keys) from true
+    classes and (N, C) probabilities (argmax)."""
     scores = torch.as_tensor(probs)
     y_pred = scores.argmax(dim=1)
     return {
         "accuracy": accuracy_interval(y_true, y_pred, resamples, level, seed),
-        "macro_f1": macro_f1_interval(y_true, y_pred, scores.shape[1], resamples, level, seed),
+        "f1_macro": f1_macro_interval(y_true, y_pred, scores.shape[1], resamples, level, seed),
     }
 
 

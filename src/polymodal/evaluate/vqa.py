@@ -1,16 +1,35 @@
-"""VQA v2 accuracy exactly as the official evaluation (GT-Vision-Lab/VQA, vqaEval.py).
+"""VQA v2 accuracy exactly as the official evaluation computes it.
 
-The normalisation below copies the official code's behaviour, quirks included: a prediction is
-lower-cased and mapped through ``MANUAL_MAP``, ``ARTICLES`` and ``CONTRACTIONS`` (whose keys
-with capitals can never match, and whose entry "somebody'd" maps to "somebodyd"), while the
-human answers only get ``process_punctuation``, and only when the ten are not all identical.
+Reproduces ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` of GT-Vision-Lab/VQA at commit
+a013f0043c1e2cdc995922dfe257f7149aa9af06 ("Fixed processing answers bug", 2021), the newest on
+its master branch, quirks included:
+
+- The prediction and every human answer get tabs and newlines turned into spaces and are
+  stripped. If the human answers are then all identical, nothing else happens: the prediction
+  must equal them character for character ("Two", "two" and "2." score 0 against ten "2").
+  Otherwise the prediction and the human answers all get ``process_punctuation`` and then
+  ``process_digit_article`` (lower-case, number words to digits, articles out, contractions).
+- ``CONTRACTIONS`` has keys with capitals that never match a lower-cased word, and maps
+  "somebody'd" to "somebodyd"; ``PERIOD_STRIP`` and ``PERIOD_STRIP_COUNT`` copy two regex
+  slips (see their comments).
+- A human answer left out is left out with every answer object equal to it: objects are
+  compared whole, so with distinct ``answer_id`` values (every VQA v2 file) exactly one goes,
+  while equal objects without ids all go together.
+- A question's accuracy is the mean of its leave-one-out scores; overall, per-answer-type and
+  per-question-type accuracies are means of the per-question accuracies, summed in the
+  annotation file's order without compensation, as Python 2's ``sum`` did.
+
+The official code runs on Python 2.7, where the ``\\d`` of its byte-string patterns matches
+ASCII digits only (reproduced with ``re.ASCII``). Case mapping and whitespace of non-ASCII text
+follow Python 3's ``str`` methods; Python 2.7's Unicode 5.2 tables differ from them for U+0130,
+a word-final capital sigma, U+180E and about 400 letters added to Unicode since.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +172,12 @@ MANUAL_MAP = {
 ARTICLES = ("a", "an", "the")
 PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')  # in the official order; not "'", ":" or "."
 # "(?!<=\d)" is a lookahead for the text "<=" and a digit, not the lookbehind "(?<!\d)" it was
-# meant to be, so every period not followed by a digit goes ("5." becomes "5").
-PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+# meant to be, so every period not followed by a digit goes ("5." becomes "5"). The official
+# patterns are Python 2 byte strings, where "\d" is [0-9] only: hence re.ASCII.
+PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
 # The official passes re.UNICODE (32) as sub()'s third positional argument, which is ``count``.
 PERIOD_STRIP_COUNT = 32
-COMMA_STRIP = re.compile(r"(\d)(,)(\d)")  # only ever searched for, never substituted
+COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)  # only ever searched for, never substituted
 
 
 def process_punctuation(text: str) -> str:
@@ -184,10 +204,64 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(word, word) for word in words if word not in ARTICLES)
 
 
-def normalize_prediction(answer: str) -> str:
-    """A predicted answer as the official code compares it."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(answer))
+def clean_answer(answer: str) -> str:
+    """What the official code does to every answer first: tabs and newlines to spaces, then
+    surrounding whitespace stripped."""
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
+def normalize_answer(answer: str) -> str:
+    """An answer as the official code compares it when the human answers disagree:
+    ``clean_answer``, ``process_punctuation``, then ``process_digit_article``."""
+    return process_digit_article(process_punctuation(clean_answer(answer)))
+
+
+def _plain_sum(values: Iterable[float]) -> float:
+    """Left-to-right float sum, as Python 2's ``sum`` (Python 3.12's compensates)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
+def _mean(values: Sequence[float]) -> float:
+    return _plain_sum(values) / len(values)
+
+
+def _distinct(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every record has its own ``answer_id``, so that no two records are equal."""
+    try:
+        ids = {record["answer_id"] for record in records}
+    except (KeyError, TypeError):  # no id, or one that cannot be hashed
+        return False
+    return len(ids) == len(records)
+
+
+def _accuracy(
+    prediction: str, answers: Sequence[str], records: Sequence[Mapping[str, Any]] | None
+) -> float:
+    """``answer_accuracy``; with ``records`` (the answer objects), a left-out answer takes
+    every record equal to it (answer compared after processing) with it, as the official."""
+    if not answers:
+        raise ValueError("no human answers to score against")
+    answers = [clean_answer(answer) for answer in answers]
+    predicted = clean_answer(prediction)
+    if len(set(answers)) > 1:
+        answers = [normalize_answer(answer) for answer in answers]
+        predicted = normalize_answer(predicted)
+    matching = [answer == predicted for answer in answers]
+    if records is None or _distinct(records):
+        total = sum(matching)
+        others = [total - match for match in matching]
+    else:
+        rows = [
+            {**record, "answer": answer} for record, answer in zip(records, answers, strict=True)
+        ]
+        others = [
+            sum(match for other, match in zip(rows, matching, strict=True) if other != row)
+            for row in rows
+        ]
+    return _mean([min(1, count / 3) for count in others])
 
 
 def answer_accuracy(prediction: str, answers: Sequence[str]) -> float:
@@ -195,17 +269,15 @@ def answer_accuracy(prediction: str, answers: Sequence[str]) -> float:
 
     Each human is left out in turn and the prediction scores min(1, matches among the
     others / 3); the result is the mean. With ten answers, 1, 2, 3 and 4+ matches give 0.3,
-    0.6, 0.9 and 1. Human answers get ``process_punctuation`` only when they are not all
-    identical, and never lower-casing, digits, articles or contractions.
+    0.6, 0.9 and 1. Answers are compared after ``clean_answer`` only when the humans all agree,
+    after ``normalize_answer`` (prediction and humans alike) when they do not.
+
+    >>> answer_accuracy("Two", ["2"] * 9 + ["two"])  # they disagree: both sides normalised
+    1.0
+    >>> answer_accuracy("Two", ["2"] * 10)  # they agree: compared as typed
+    0.0
     """
-    if not answers:
-        raise ValueError("no human answers to score against")
-    if len(set(answers)) > 1:
-        answers = [process_punctuation(answer) for answer in answers]
-    predicted = normalize_prediction(prediction)
-    matches = sum(answer == predicted for answer in answers)
-    scores = [min(1, (matches - (answer == predicted)) / 3) for answer in answers]
-    return sum(scores) / len(scores)
+    return _accuracy(prediction, answers, None)
 
 
 def _entries(data: Any, key: str | None, source: str) -> list[Mapping[str, Any]]:
@@ -238,8 +310,8 @@ def _some(ids: Sequence[Any]) -> str:
     return f"{shown}, ..." if len(ids) > 5 else shown
 
 
-def _human_answers(annotation: Mapping[str, Any], source: str) -> list[str]:
-    """The answer strings of one annotation, checked along with its two type fields."""
+def _human_answers(annotation: Mapping[str, Any], source: str) -> list[Mapping[str, Any]]:
+    """The answer records of one annotation, checked along with its two type fields."""
     qid = annotation["question_id"]
     answers = annotation.get("answers")
     if not isinstance(answers, list) or not answers:
@@ -249,11 +321,7 @@ def _human_answers(annotation: Mapping[str, Any], source: str) -> list[str]:
     for field in ("answer_type", "question_type"):
         if not isinstance(annotation.get(field), str):
             raise ValueError(f"{source}: question_id {qid!r} has no {field!r} string")
-    return [a["answer"] for a in answers]
-
-
-def _mean_by(groups: dict[str, list[float]]) -> dict[str, float]:
-    return {name: sum(values) / len(values) for name, values in groups.items()}
+    return answers
 
 
 def _scores(
@@ -288,19 +356,20 @@ def _scores(
     per_answer_type: dict[str, list[float]] = {}
     per_question_type: dict[str, list[float]] = {}
     for qid, annotation in annotated.items():
-        answers = _human_answers(annotation, annotation_source)
+        records = _human_answers(annotation, annotation_source)
         prediction = predicted[qid].get("answer")
         if not isinstance(prediction, str):
             raise ValueError(f"{prediction_source}: question_id {qid!r} has no 'answer' string")
-        accuracy = answer_accuracy(prediction, answers)
+        answers = [record["answer"] for record in records]
+        accuracy = _accuracy(prediction, answers, records)
         per_question[qid] = accuracy
         per_answer_type.setdefault(annotation["answer_type"], []).append(accuracy)
         per_question_type.setdefault(annotation["question_type"], []).append(accuracy)
     return {
-        "overall": sum(per_question.values()) / len(per_question),
+        "overall": _mean(list(per_question.values())),
         "per_question": per_question,
-        "per_answer_type": _mean_by(per_answer_type),
-        "per_question_type": _mean_by(per_question_type),
+        "per_answer_type": {name: _mean(values) for name, values in per_answer_type.items()},
+        "per_question_type": {name: _mean(values) for name, values in per_question_type.items()},
     }
 
 
@@ -309,11 +378,13 @@ def vqa_scores(questions: Any, annotations: Any, predictions: Any) -> dict[str, 
 
     ``questions`` and ``annotations`` are the loaded VQA v2 question and annotation files
     ({"questions": [...]}, {"annotations": [...]}), ``predictions`` the results list
-    [{"question_id", "answer"}]. Scores are fractions in [0, 1], unrounded; the official code
-    reports percentages rounded to two decimals. As there, every annotated question needs
-    exactly one prediction and no prediction may name another question. Each human answer is
-    left out once by position (the official compares whole answer objects, which is the same
-    for VQA v2 files, where every answer has its own answer_id).
+    [{"question_id", "answer"}]. Scores are fractions in [0, 1], unrounded (the official code
+    reports percentages rounded to two decimals); the per-type scores are means of the
+    per-question scores. As there, every annotated question needs a prediction and no
+    prediction may name another question; an id given twice is refused (the official keeps
+    the last one). A left-out human answer takes every answer object equal to it along, as the
+    official compares whole objects: only itself in VQA v2 files, where each has its own
+    answer_id.
     """
     return _scores(questions, annotations, predictions, ("questions", "annotations", "predictions"))
 

@@ -60,3 +60,20 @@ def test_labels_fixed_or_fitted(tmp_path: Path):
     with pytest.raises(RowError) as err:
         fixed.read("maybe", tmp_path)
     assert err.value.reason == "unknown label" and "'maybe'" in err.value.detail
+
+
+@pytest.mark.parametrize("value", [float("nan"), "nan", "NaN", " -nan ", None, "", "  "])
+def test_nan_is_missing_whatever_the_source(tmp_path: Path, value):
+    """JSON NaN (a float) and the text nan of a CSV follow one rule: a missing number."""
+    pre = TabularPreprocessor(["price"], [])
+    pre.fit([*ROWS, {"price": value}])
+    assert pre.mean == {"price": 2.0}  # the missing value is not fitted
+    assert pre.is_missing({"price": value})
+    assert pre.read({"price": value}, tmp_path).tolist() == [0.0]
+
+
+def test_a_field_is_missing_only_when_every_column_is(tmp_path: Path):
+    pre = TabularPreprocessor(["price", "size"], ["brand"])
+    assert pre.is_missing({"price": "nan", "size": None})
+    assert not pre.is_missing({"price": "nan", "size": None, "brand": "acme"})
+    assert not pre.is_missing({"price": "oops"})  # a bad value is not missing: it is an error

@@ -1,15 +1,29 @@
-"""Images: Pillow decode, EXIF orientation, RGB, resize + centre crop, normalise."""
+"""Images: size check, reduced Pillow decode, EXIF orientation, RGB, resize + crop, normalise."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from polymodal.errors import RowError
+
+DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # Pillow's own hard limit
+
+# EXIF orientation -> the transpose that shows the image upright, as ImageOps.exif_transpose
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImagePreprocessor:
@@ -23,9 +37,11 @@ class ImagePreprocessor:
         size: int = 64,
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.column = column
         self.size = size
+        self.max_pixels = max_pixels
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
@@ -38,13 +54,44 @@ class ImagePreprocessor:
         if not path.is_file():
             raise RowError("missing image file", f"{path} does not exist")
         try:
-            with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img).convert("RGB")
-                img = ImageOps.fit(img, (self.size, self.size), Image.Resampling.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    array = np.asarray(self._decode(img, path), dtype=np.uint8)
+        except Image.DecompressionBombError as err:
+            raise RowError(
+                "image too large",
+                f"{path}: {err} Pillow refuses to decode it whatever data.image.max_pixels says; "
+                "to read such images, raise PIL.Image.MAX_IMAGE_PIXELS in the program first",
+            ) from err
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise RowError("unreadable image", f"{path}: {err}") from err
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def _decode(self, img: Image.Image, path: Path) -> Image.Image:
+        """Check the header's size, decode reduced to about twice the target, then fit.
+
+        Large images never exist at full size more than once: JPEGs are scaled down while
+        decoding (``draft``) and every image is reduced by an integer factor before the copies
+        that orientation and RGB conversion make.
+        """
+        width, height = img.size
+        if width * height > self.max_pixels:
+            raise RowError(
+                "image too large",
+                f"{path}: {width}x{height} = {width * height} pixels "
+                f"> data.image.max_pixels ({self.max_pixels})",
+            )
+        img.draft("RGB", (2 * self.size, 2 * self.size))
+        img.load()
+        upright = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+        factor = min(img.size) // (2 * self.size)
+        if factor > 1:
+            img = (img if img.mode in ("L", "RGB") else img.convert("RGB")).reduce(factor)
+        if upright is not None:
+            img = img.transpose(upright)
+        img = img.convert("RGB")
+        return ImageOps.fit(img, (self.size, self.size), Image.Resampling.BILINEAR)
 
     def collate(self, items: list[torch.Tensor | None]) -> tuple[torch.Tensor, None]:
         blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
@@ -60,8 +107,15 @@ class ImagePreprocessor:
             "size": self.size,
             "mean": self.mean.flatten().tolist(),
             "std": self.std.flatten().tolist(),
+            "max_pixels": self.max_pixels,
         }
 
     @classmethod
     def from_state(cls, column: str, state: dict[str, Any]) -> ImagePreprocessor:
-        return cls(column, state["size"], tuple(state["mean"]), tuple(state["std"]))
+        return cls(
+            column,
+            state["size"],
+            tuple(state["mean"]),
+            tuple(state["std"]),
+            state.get("max_pixels", DEFAULT_MAX_PIXELS),  # absent in states saved before it
+        )
