@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -237,11 +238,15 @@ def test_train_prints_test_scores_and_writes_the_run(trained):
     for name in ("config.yaml", "metrics.jsonl", "results.json", "best/config.json"):
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
-    start = out.index("\n{\n") + 1
-    printed = json.loads(out[start : out.index("best model:")])
-    assert printed == results["test"]
-    assert printed["classify_label"]["num_examples"] == 4
-    assert printed["classify_label"]["labels"] == ["blue", "red"]
+    assert "{" not in out  # a short table, not a JSON dump; results.json holds every metric
+    table = out[out.index("test split (every metric: results.json)") : out.index("best model:")]
+    scores = results["test"]["classify_label"]
+    assert scores["num_examples"] == 4 and scores["labels"] == ["blue", "red"]
+    for metric in ("accuracy", "f1_macro", "auroc", "ece_15"):
+        assert f"classify_label │ {metric}" in table
+        assert f"{scores[metric]:.4f}" in table
+    assert re.search(r"num_examples\s*│\s*4\s*│", table)
+    assert len(table.splitlines()) < 15
 
 
 def test_eval_prints_scores_and_writes_out_file(capsys, trained, tmp_path):
@@ -274,7 +279,7 @@ def write_request(folder: Path, rows: Any) -> Path:
 
 
 def check_prediction(prediction: dict[str, Any]) -> None:
-    assert set(prediction) == {"classify_label"}
+    assert set(prediction) == {"classify_label", "absent_inputs"}
     result = prediction["classify_label"]
     probabilities = result["probabilities"]
     assert set(probabilities) == {"blue", "red"}
@@ -309,6 +314,54 @@ def test_predict_a_list_of_rows(capsys, trained, tmp_path):
     for prediction in predictions:
         check_prediction(prediction)
     assert predictions == Predictor.from_pretrained(model_dir).predict(rows, tmp_path)
+
+
+def test_quiet_is_accepted_after_the_command(capsys, tiny_manifest, tmp_path, monkeypatch):
+    from polymodal import progress
+
+    monkeypatch.setattr(progress, "_quiet", False)
+    config = write_config(tmp_path, str(tiny_manifest))
+    code, _, err = cli(
+        capsys, "train", config, "--quiet", "--set", f"train.out_dir={tmp_path / 'runs'}"
+    )
+    assert code == 0, err
+    assert progress.quiet()
+    monkeypatch.setattr(progress, "_quiet", False)
+    code, _, err = cli(capsys, "data", "inspect", tiny_manifest, "--quiet")
+    assert code == 0, err
+    assert progress.quiet()
+
+
+def test_train_refuses_an_existing_run_unless_overwrite(capsys, tiny_manifest, tmp_path):
+    config = write_config(tmp_path, str(tiny_manifest))
+    argv = ["train", config, "--set", f"train.out_dir={tmp_path / 'runs'}"]
+    assert cli(capsys, *argv)[0] == 0
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "runs" / "tiny"), "pass --overwrite to replace it")
+    code, out, err = cli(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert "best model:" in out
+
+
+def test_demo_refuses_an_existing_folder_it_did_not_write(capsys, tmp_path):
+    notes = tmp_path / "out" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("mine", encoding="utf-8")
+    code, _, err = cli(capsys, "demo", "--out", notes.parent, "--n", 20)
+    assert code == 2
+    assert_one_line_error(err, "demo folder", "pass --overwrite")
+    code, _, err = cli(capsys, "demo", "--out", notes.parent, "--n", 20, "--overwrite")
+    assert code == 2
+    assert_one_line_error(err, "holds files polymodal did not write; nothing was deleted")
+    assert notes.read_text(encoding="utf-8") == "mine"
+
+
+def test_predict_a_misspelt_field(capsys, trained, tmp_path):
+    request = write_request(tmp_path, {"image": "pics/red.png", "txet": "a red square"})
+    code, out, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", request)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "row 0: unknown field 'txet'; did you mean 'text'?")
 
 
 # --- user errors: exit code 2, one clear message, no traceback --------------------------------
@@ -544,3 +597,42 @@ def test_eval_captions_files(capsys, tmp_path):
     )
     assert code == 2
     assert_one_line_error(err, "eval captions:")
+
+
+# --- config: show a resolved config, print the reference -------------------------------------
+
+
+def test_config_show_prints_every_default_with_absolute_paths(
+    capsys, tiny_manifest, tmp_path, monkeypatch
+):
+    import yaml
+
+    from polymodal.config import load_config, validate
+
+    config = write_config(tmp_path, "manifest.jsonl")  # relative to the config file
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, out, _ = cli(capsys, "config", "show", config, "--set", "train.epochs=3")
+    assert code == 0
+    shown = yaml.safe_load(out)
+    assert shown["data"]["manifest"] == str(tiny_manifest)
+    assert shown["train"]["out_dir"] == str(cwd / "runs")
+    assert shown["train"]["epochs"] == 3 and shown["train"]["weight_decay"] == 0.01
+    assert shown["data"]["text"]["max_vocab"] is None and shown["model"]["inputs"] is not None
+    assert validate(shown) == load_config(config, ["train.epochs=3"])
+
+
+def test_config_show_blames_a_bad_set(capsys, tiny_manifest, tmp_path):
+    config = write_config(tmp_path, str(tiny_manifest))
+    code, out, err = cli(capsys, "config", "show", config, "--set", "train.epochs=abc")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "error: --set train.epochs=abc: 'train.epochs': Input should be")
+
+
+def test_config_reference_prints_the_reference(capsys):
+    from polymodal.config_reference import config_reference
+
+    code, out, _ = cli(capsys, "config", "reference")
+    assert code == 0
+    assert out == config_reference()

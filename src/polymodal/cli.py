@@ -1,4 +1,4 @@
-"""The ``polymodal`` command: data, train, eval, predict, demo.
+"""The ``polymodal`` command: data, train, eval, predict, demo, config.
 
 Heavy modules are imported inside each command, so ``polymodal --help`` stays fast.
 """
@@ -71,6 +71,43 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+HEADLINE_METRICS = (  # what the end-of-training table shows; results.json holds every metric
+    "accuracy",
+    "f1_macro",
+    "auroc",
+    "auroc_ovr_macro",
+    "ece_15",
+    "R@1",
+    "R@5",
+    "R@10",
+    "median_rank",
+    "num_examples",
+    "gallery_size",
+)
+
+
+def _results_table(title: str, scores: dict[str, dict[str, Any]]) -> Any:
+    """One row per headline metric of each task (nested ones, e.g. a retrieval direction, too)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title))
+    for column in ("task", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+
+    def rows(task: str, prefix: str, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                rows(task, f"{prefix}{key} ", value)
+            elif key in HEADLINE_METRICS and isinstance(value, int | float):
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                table.add_row(escape(task), escape(prefix + key), shown)
+
+    for task, values in scores.items():
+        rows(task, "", values)
+    return table
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from polymodal.config import load_config
     from polymodal.train.run import run_training
@@ -79,8 +116,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.strict:
         overrides.append("data.strict=true")
     config = load_config(args.config, overrides)
-    result = run_training(config, print)
-    print(json.dumps(result.test, indent=1))
+    result = run_training(config, print, overwrite=args.overwrite)
+    console = _console()
+    if result.test:
+        console.print(_results_table("test split (every metric: results.json)", result.test))
+    else:
+        console.print("no test rows: nothing was scored on a held-out split")
     print(f"best model: {result.model_dir}\nrun files: {result.run_dir}")
     return 0
 
@@ -189,7 +230,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polymodal.demo import run_demo
 
-    run_demo(Path(args.out), n=args.n, seed=args.seed)
+    run_demo(Path(args.out), n=args.n, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from polymodal.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.set or [])), end="")
+    return 0
+
+
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from polymodal.config_reference import config_reference
+
+    print(config_reference(), end="")
     return 0
 
 
@@ -199,11 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"polymodal {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # --quiet is also accepted after any command; SUPPRESS keeps a subcommand's absent flag
+    # from resetting one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="generate or inspect data")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    gen = data_commands.add_parser("generate", help="write a built-in synthetic dataset")
+    gen = data_commands.add_parser(
+        "generate", parents=[common], help="write a built-in synthetic dataset"
+    )
     gen.add_argument("dataset", choices=["shapeworld"])
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--n", type=int, default=5000, help="number of scenes")
@@ -215,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default existence=0.75,count=0.25)",
     )
     gen.set_defaults(func=_cmd_generate)
-    ins = data_commands.add_parser("inspect", help="fields, kinds, counts, presence, bad rows")
+    ins = data_commands.add_parser(
+        "inspect", parents=[common], help="fields, kinds, counts, presence, bad rows"
+    )
     ins.add_argument("manifest")
     ins.add_argument("--config", help="a run config whose data section (fields, labels) applies")
     ins.add_argument("--target", help="the target column, when fields are inferred")
@@ -226,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.set_defaults(func=_cmd_inspect)
 
-    train = commands.add_parser("train", help="train a model from a YAML config")
+    train = commands.add_parser("train", parents=[common], help="train a model from a YAML config")
     train.add_argument("config")
     train.add_argument(
         "--set",
@@ -235,10 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
     )
     train.add_argument("--strict", action="store_true", help="any bad row is an error")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run directory if it exists"
+    )
     train.set_defaults(func=_cmd_train)
 
     ev = commands.add_parser(
         "eval",
+        parents=[common],
         help="score a run (with robustness, efficiency, a report), several runs, or the "
         "output files of any model",
         description="polymodal eval RUN_DIR [--robustness] [--efficiency] [--report] | "
@@ -269,16 +338,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--probs", help="classification: (N, C) probabilities")
     ev.set_defaults(func=_cmd_eval)
 
-    pred = commands.add_parser("predict", help="predict one row (or a list of rows) from JSON")
+    pred = commands.add_parser(
+        "predict", parents=[common], help="predict one row (or a list of rows) from JSON"
+    )
     pred.add_argument("model_dir")
     pred.add_argument("--input", required=True, help="JSON file: a row object or a list of them")
     pred.set_defaults(func=_cmd_predict)
 
-    demo = commands.add_parser("demo", help="end-to-end run on built-in ShapeWorld data")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="end-to-end run on built-in ShapeWorld data"
+    )
     demo.add_argument("--out", default="polymodal-demo", help="output folder")
     demo.add_argument("--n", type=int, default=8000, help="number of scenes")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace the output folder if it exists"
+    )
     demo.set_defaults(func=_cmd_demo)
+
+    conf = commands.add_parser("config", help="show a resolved config, or every config key")
+    conf_commands = conf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = conf_commands.add_parser(
+        "show", help="the config as a run reads it, as YAML: every default, paths absolute"
+    )
+    show.add_argument("config")
+    show.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    show.set_defaults(func=_cmd_config_show)
+    ref = conf_commands.add_parser(
+        "reference", help="Markdown reference of every config key (docs/config.md)"
+    )
+    ref.set_defaults(func=_cmd_config_reference)
     return parser
 
 

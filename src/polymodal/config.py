@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polymodal.data.schema import FieldSpec
@@ -22,61 +24,102 @@ class Strict(BaseModel):
 
 
 class ImageOptions(Strict):
-    size: int = Field(64, ge=8)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """How images are read: fitted to a square, normalised."""
+
+    size: int = Field(64, ge=8, description="side in pixels of the square images are fitted to")
+    mean: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="RGB mean subtracted from pixels scaled to [0, 1]"
+    )
+    std: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5), description="RGB standard deviation the centred pixels are divided by"
+    )
+    max_pixels: int = Field(
+        2 * Image.MAX_IMAGE_PIXELS,
+        ge=1,
+        description="quarantine images with more pixels (width x height); default: Pillow's limit",
+    )
 
 
 class TextOptions(Strict):
-    tokenizer: str = "word"  # "word", or a Hugging Face tokenizer.json / folder / hub id
-    max_length: int = Field(64, ge=1)
-    min_freq: int = Field(1, ge=1)
-    max_vocab: int | None = None
+    """How texts become token ids."""
+
+    tokenizer: str = Field(
+        "word", description='"word", or a Hugging Face tokenizer.json / folder / hub id'
+    )
+    max_length: int = Field(64, ge=1, description="tokens kept per text; longer texts are cut")
+    min_freq: int = Field(
+        1, ge=1, description="word tokenizer: rarer training words become the unknown token"
+    )
+    max_vocab: int | None = Field(
+        None, description="word tokenizer: keep only this many most frequent words; null: all"
+    )
 
 
 class DataConfig(Strict):
-    manifest: Path
-    fields: dict[str, FieldSpec] | None = None  # inferred from the manifest when absent
-    target: str | None = None  # the target column when fields are inferred
-    split_column: str = "split"
-    val_fraction: float = Field(0.1, ge=0, lt=1)  # used when the manifest has no split column
-    test_fraction: float = Field(0.1, ge=0, lt=1)
-    strict: bool = False
-    image: ImageOptions = ImageOptions()
-    text: TextOptions = TextOptions()
+    """Where the samples are and how each field is read."""
+
+    manifest: Path = Field(description="the JSONL or CSV manifest, one row per sample")
+    fields: dict[str, FieldSpec] | None = Field(
+        None, description="the fields by name; inferred from the manifest when absent"
+    )
+    target: str | None = Field(None, description="the target column when fields are inferred")
+    split_column: str = Field(
+        "split", description="manifest column naming each row's split: train, val or test"
+    )
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of rows for val when the manifest has no split column"
+    )
+    test_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of rows for test when the manifest has no split column"
+    )
+    strict: bool = Field(False, description="any bad row is an error instead of being quarantined")
+    image: ImageOptions = Field(ImageOptions(), description="how image fields are read")
+    text: TextOptions = Field(TextOptions(), description="how text fields are read")
 
 
 class EncoderTransfer(Strict):
     """Options every encoder has: start from a saved model's encoder, optionally frozen."""
 
-    init_from: Path | None = None  # a saved model dir whose encoder for the same field is copied
-    freeze: bool = False  # no gradient updates; normalisation statistics stay fixed
+    init_from: Path | None = Field(
+        None, description="a saved model dir whose encoder for the same field is copied"
+    )
+    freeze: bool = Field(
+        False, description="no gradient updates; normalisation statistics stay fixed"
+    )
 
 
 TRANSFER_OPTIONS = frozenset(EncoderTransfer.model_fields)
 
 
 class CNNEncoderConfig(EncoderTransfer):
-    type: Literal["cnn"] = "cnn"
-    dim: int = Field(128, ge=1)
-    channels: list[int] = [32, 64, 128, 128]
-    dropout: float = Field(0.0, ge=0, lt=1)
+    """A small convolutional network, for images."""
+
+    type: Literal["cnn"] = Field("cnn", description="the encoder type")
+    dim: int = Field(128, ge=1, description="output dimension")
+    channels: list[int] = Field(
+        [32, 64, 128, 128], description="output channels of each convolution block"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout rate")
 
 
 class TransformerEncoderConfig(EncoderTransfer):
-    type: Literal["transformer"] = "transformer"
-    dim: int = Field(64, ge=1)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    """A transformer over token embeddings, for texts."""
+
+    type: Literal["transformer"] = Field("transformer", description="the encoder type")
+    dim: int = Field(64, ge=1, description="token and output dimension")
+    layers: int = Field(2, ge=1, description="transformer layers")
+    heads: int = Field(4, ge=1, description="attention heads per layer")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 
 
 class MLPEncoderConfig(EncoderTransfer):
-    type: Literal["mlp"] = "mlp"
-    dim: int = Field(64, ge=1)
-    hidden: int = Field(128, ge=1)
-    embedding_dim: int = Field(16, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    """A multilayer perceptron, for tabular columns."""
+
+    type: Literal["mlp"] = Field("mlp", description="the encoder type")
+    dim: int = Field(64, ge=1, description="output dimension")
+    hidden: int = Field(128, ge=1, description="hidden layer width")
+    embedding_dim: int = Field(16, ge=1, description="embedding size of each categorical column")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 
 
 EncoderConfig = Annotated[
@@ -91,26 +134,36 @@ DEFAULT_ENCODERS: dict[str, type[BaseModel]] = {
 
 
 class FusionConfig(Strict):
-    type: Literal["concat", "attention", "low_rank_tensor", "cross_attention"] = "concat"
-    dim: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    """How the encoded fields become one representation."""
+
+    type: Literal["concat", "attention", "low_rank_tensor", "cross_attention"] = Field(
+        "concat", description="the fusion method"
+    )
+    dim: int = Field(256, ge=1, description="fused dimension")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 
 
 class ClassifyConfig(Strict):
-    type: Literal["classify"] = "classify"
-    target: str
-    hidden: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    weight: float = 1.0
+    """Predict a label field from the fused representation."""
+
+    type: Literal["classify"] = Field("classify", description="the task type")
+    target: str = Field(description="the label field to predict")
+    hidden: int = Field(256, ge=1, description="hidden width of the classifier head")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate of the head")
+    weight: float = Field(1.0, description="weight of this task's loss in the total loss")
 
 
 class RetrieveConfig(Strict):
-    type: Literal["retrieve"] = "retrieve"
-    query: str
-    gallery: str
-    dim: int = Field(128, ge=1)
-    temperature: float = Field(0.07, gt=0)  # initial value; learned, clamped to >= 0.01
-    weight: float = 1.0
+    """Embed two fields in one space, learned by a symmetric contrastive (InfoNCE) loss."""
+
+    type: Literal["retrieve"] = Field("retrieve", description="the task type")
+    query: str = Field(description="the field embedded as the query")
+    gallery: str = Field(description="the field embedded as the gallery searched")
+    dim: int = Field(128, ge=1, description="joint embedding dimension")
+    temperature: float = Field(
+        0.07, gt=0, description="initial softmax temperature; learned, clamped to >= 0.01"
+    )
+    weight: float = Field(1.0, description="weight of this task's loss in the total loss")
 
 
 TaskConfig = Annotated[
@@ -120,43 +173,63 @@ TaskConfig = Annotated[
 
 
 class ModelConfig(Strict):
-    inputs: list[str] | None = None  # input fields the model reads; default: every input field
-    encoders: dict[str, EncoderConfig] = {}  # per field; a field's kind picks the default
-    fusion: FusionConfig = FusionConfig()
-    tasks: list[TaskConfig] = Field(min_length=1)
+    """Encoders per field, their fusion and the task heads."""
+
+    inputs: list[str] | None = Field(
+        None, description="input fields the model reads; null: every input field"
+    )
+    encoders: dict[str, EncoderConfig] = Field(
+        {}, description="encoder per input field; one not named gets its kind's default"
+    )
+    fusion: FusionConfig = Field(FusionConfig(), description="how the encoded fields are fused")
+    tasks: list[TaskConfig] = Field(
+        min_length=1, description="the tasks trained on the fused representation"
+    )
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    out_dir: Path = Path("runs")
-    device: str = "cpu"
-    threads: int | None = None  # torch CPU threads; default: what torch picks
+    """The optimiser (AdamW, linear warmup then cosine decay) and where the run is written."""
+
+    epochs: int = Field(10, ge=1, description="passes over the train split")
+    batch_size: int = Field(64, ge=1, description="rows per batch")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay of weight matrices (not biases, norms)"
+    )
+    warmup_ratio: float = Field(
+        0.05, ge=0, lt=1, description="share of the steps the learning rate warms up over"
+    )
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="largest gradient norm, larger ones are scaled down; null: no clip"
+    )
+    out_dir: Path = Field(
+        Path("runs"), description="a run is written to OUT_DIR/NAME; the default is in the cwd"
+    )
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
+    threads: int | None = Field(None, description="torch CPU threads; null: what torch picks")
 
 
 class RunConfig(Strict):
-    name: str = "run"
-    seed: int = 0
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig = TrainConfig()
+    """A whole run: its data, model and training."""
+
+    name: str = Field("run", description="the run's name: its folder in train.out_dir")
+    seed: int = Field(0, description="seed of the splits, the initial weights and the shuffling")
+    data: DataConfig = Field(description="the data: manifest, fields, preprocessing")
+    model: ModelConfig = Field(description="the model: encoders, fusion, tasks")
+    train: TrainConfig = Field(TrainConfig(), description="the training: optimiser, run folder")
 
     @property
     def run_dir(self) -> Path:
         return self.train.out_dir / self.name
 
 
-def _members(annotation: Any) -> list[Any]:
+def union_members(annotation: Any) -> list[Any]:
     """The alternatives of a (possibly Annotated / Optional / Union) annotation."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _members(typing.get_args(annotation)[0])
+        return union_members(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
-        return [m for a in typing.get_args(annotation) for m in _members(a)]
+        return [m for a in typing.get_args(annotation) for m in union_members(a)]
     return [annotation]
 
 
@@ -170,7 +243,7 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
                 return None, ".".join(shown)
             current = current.model_fields[part].annotation
             continue
-        candidates = _members(current)
+        candidates = union_members(current)
         containers = [c for c in candidates if typing.get_origin(c) in (dict, list)]
         if containers:  # a dict key or list index: step into the value type
             current = typing.get_args(containers[0])[-1]
@@ -183,11 +256,19 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
             return None, ".".join(shown)
         current = tagged[0]  # pydantic names the discriminator's value in the location
         shown[i] = ""
-    members = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
+    members = [
+        m for m in union_members(current) if isinstance(m, type) and issubclass(m, BaseModel)
+    ]
     return (members[0] if len(members) == 1 else None), ".".join(p for p in shown if p)
 
 
-def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
+def _describe(
+    err: dict[str, Any], root: type[BaseModel], words: Mapping[str, str]
+) -> tuple[str, str]:
+    """The key path of one pydantic error and what is wrong there.
+
+    ``words`` maps a key path to the word YAML read as a boolean there (``yes``, ``off``...).
+    """
     loc = tuple(err["loc"])
     holder, path = _model_at(root, loc)
     if err["type"] == "extra_forbidden":
@@ -195,8 +276,42 @@ def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         known = f" (valid keys: {', '.join(valid)})" if valid else ""
-        return f"unknown key '{path}'{hint}{known}"
-    return f"'{path}': {err['msg']}"
+        return path, f"unknown key '{path}'{hint}{known}"
+    if err["type"] == "string_type" and isinstance(err["input"], bool):
+        word = f": '{words[path]}'" if path in words else ""
+        hint = f"YAML reads unquoted yes/no/on/off/true/false as booleans; quote it{word}"
+        return path, f"'{path}': {err['msg']}; {hint}"
+    return path, f"'{path}': {err['msg']}"
+
+
+def _origin(path: str, source: str, overrides: Sequence[str]) -> str:
+    """Where the value at ``path`` came from: ``source``, unless ``--set`` items wrote it.
+
+    An item wrote it when it set that key, a section holding it, or a key inside it.
+    """
+    setters = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+            setters.append(f"--set {item}")
+    return " ".join(setters) or source
+
+
+YAML_BOOL = "tag:yaml.org,2002:bool"  # what YAML reads unquoted yes/no/on/off/true/false as
+
+
+def _bool_words(node: yaml.Node | None, path: str = "") -> dict[str, str]:
+    """The word of each YAML boolean under ``node`` (``yes``, ``Off``...), by dotted key path."""
+    if isinstance(node, yaml.MappingNode):
+        children = [(str(key.value), value) for key, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(str(i), item) for i, item in enumerate(node.value)]
+    else:
+        return {path: node.value} if node is not None and node.tag == YAML_BOOL else {}
+    words = {}
+    for key, child in children:
+        words.update(_bool_words(child, f"{path}.{key}" if path else key))
+    return words
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -223,59 +338,93 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
             node = node[key]
 
 
-def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     """``key.path=value`` strings to (path, YAML-parsed value) pairs."""
     pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected key.path=value, e.g. train.epochs=5")
-        pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item}: the value is not valid YAML: {err}") from None
     return pairs
 
 
-def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a raw dict; every problem is listed with its key path."""
+def validate(
+    data: dict[str, Any],
+    source: str = "config",
+    overrides: Sequence[str] = (),
+    words: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Validate a raw dict; every problem is listed with its key path and where it came from.
+
+    ``overrides`` are the ``--set key=value`` items applied to ``data``: a problem in what one
+    of them wrote names it, any other names ``source``. ``words`` maps a key path to the word
+    YAML read as a boolean there, for the hint to quote it.
+    """
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        problems = "\n  ".join(_describe(e, RunConfig) for e in err.errors())
-        raise ConfigError(f"{source} is not valid:\n  {problems}") from None
+        problems = []
+        for error in err.errors():
+            path, problem = _describe(error, RunConfig, words or {})
+            problems.append(f"{_origin(path, source, overrides)}: {problem}")
+        if len(problems) == 1:
+            raise ConfigError(problems[0]) from None
+        listed = "\n  ".join(problems)
+        raise ConfigError(f"the config has {len(problems)} problems:\n  {listed}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config, apply ``--set`` overrides, validate.
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config, apply ``--set`` overrides, validate; every path comes out absolute.
 
-    A relative path in the file (manifest, init_from) is relative to the file; one given by an
-    override is relative to the working directory.
+    A relative path written in the file is relative to the file; one given by an override, or
+    a default (``train.out_dir``), is relative to the working directory.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
+        words = _bool_words(yaml.compose(text))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (data, model, train)")
     for section, key in _file_paths(data):
         section[key] = str((path.parent / section[key]).resolve())
-    for key, value in parse_overrides(list(overrides)):
-        _set(data, key, value)  # paths given here are relative to the working directory
-    config = validate(data, str(path))
-    config.data.manifest = config.data.manifest.resolve()
-    for encoder in config.model.encoders.values():
-        if encoder.init_from is not None:
-            encoder.init_from = encoder.init_from.resolve()
+    for (key, value), item in zip(parse_overrides(overrides), overrides, strict=True):
+        _set(data, key, value)
+        words.update(_bool_words(yaml.compose(item.partition("=")[2]), key))
+    config = validate(data, str(path), overrides, words)
+    _absolute_paths(config)
     return config
 
 
+def _absolute_paths(section: BaseModel) -> None:
+    """Make every path in ``section`` absolute; a relative one is taken from the cwd."""
+    for name, value in section:
+        if isinstance(value, Path):
+            setattr(section, name, value.resolve())
+        if isinstance(value, dict):
+            value = list(value.values())
+        for child in value if isinstance(value, list) else [value]:
+            if isinstance(child, BaseModel):
+                _absolute_paths(child)
+
+
 def _file_paths(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
-    """(mapping, key) of each path in a config file: the manifest and encoders' init_from."""
+    """(mapping, key) of each path in a config file: the manifest, out_dir, init_from."""
     found = []
     section = data.get("data")
     if isinstance(section, dict) and isinstance(section.get("manifest"), str):
         found.append((section, "manifest"))
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("out_dir"), str):
+        found.append((train, "out_dir"))
     model = data.get("model")
     encoders = model.get("encoders") if isinstance(model, dict) else None
     for encoder in encoders.values() if isinstance(encoders, dict) else ():
@@ -285,4 +434,16 @@ def _file_paths(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    """The config as YAML: every key (a null too: ``grad_clip: null`` means no clipping).
+
+    Paths are written absolute (a relative one is taken from the cwd, as a run reads it), so
+    that the file, read again from wherever it lies, names the same files.
+    """
+    config = config.model_copy(deep=True)
+    _absolute_paths(config)
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def task_targets(model: ModelConfig) -> list[str]:
+    """The fields the tasks predict: an inferred schema takes them as its targets."""
+    return [task.target for task in model.tasks if isinstance(task, ClassifyConfig)]

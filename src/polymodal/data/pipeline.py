@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +20,9 @@ from polymodal.data.modalities.image import ImagePreprocessor
 from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
 from polymodal.data.modalities.text import TextPreprocessor
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
-from polymodal.data.schema import Batch, Schema, infer_schema, is_absent
+from polymodal.data.schema import IGNORED_COLUMNS, Batch, Schema, infer_schema, is_absent
 from polymodal.data.sources import LINE_KEY, Manifest, Row, read_manifest
-from polymodal.errors import ConfigError, DataError, RowError
+from polymodal.errors import ConfigError, DataError, RowError, did_you_mean
 from polymodal.progress import progress_bar
 from polymodal.train.checkpoint import atomic_write_text
 
@@ -48,12 +49,13 @@ class FieldPreprocessor(Protocol):
 def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPreprocessor:
     spec = schema.fields[name]
     if spec.kind == "image":
-        return ImagePreprocessor(name, data.image.size, data.image.mean, data.image.std)
+        i = data.image
+        return ImagePreprocessor(name, i.size, i.mean, i.std, i.max_pixels)
     if spec.kind == "text":
         t = data.text
         return TextPreprocessor(name, t.tokenizer, t.max_length, t.min_freq, t.max_vocab)
     if spec.kind == "tabular":
-        numeric = spec.numeric if spec.numeric or spec.categorical else [name]
+        numeric = spec.numeric if spec.categorical else schema.columns(name)
         return TabularPreprocessor(numeric, spec.categorical)
     return LabelPreprocessor(name, spec.labels)
 
@@ -69,17 +71,34 @@ Example = dict[str, Any]  # field -> tensor or None (absent), plus LINE_KEY
 
 
 class Preprocessor:
-    """Per-field preprocessors for a schema."""
+    """Per-field preprocessors for a schema.
 
-    def __init__(self, schema: Schema, fields: dict[str, FieldPreprocessor]) -> None:
+    ``columns`` are all the columns of the manifest it was fitted on (inputs, targets and
+    bookkeeping alike): a row with any other key names a field the model never saw.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        fields: dict[str, FieldPreprocessor],
+        columns: list[str] | None = None,
+    ) -> None:
         self.schema = schema
         self.fields = dict(sorted(fields.items()))
+        self.columns = columns or sorted(
+            {*IGNORED_COLUMNS, *(c for name in schema.fields for c in schema.columns(name))}
+        )
+
+    def input_columns(self, inputs: list[str]) -> list[str]:
+        """The columns that the input fields ``inputs`` read."""
+        return [column for name in inputs for column in self.schema.columns(name)]
 
     @classmethod
-    def build(cls, schema: Schema, data: DataConfig) -> Preprocessor:
-        return cls(
-            schema, {name: _field_preprocessor(name, schema, data) for name in schema.fields}
-        )
+    def build(
+        cls, schema: Schema, data: DataConfig, columns: list[str] | None = None
+    ) -> Preprocessor:
+        fields = {name: _field_preprocessor(name, schema, data) for name in schema.fields}
+        return cls(schema, fields, columns)
 
     def fit(
         self, rows: list[Row], fitted: dict[str, FieldPreprocessor] | None = None
@@ -103,8 +122,7 @@ class Preprocessor:
     def _value(self, name: str, row: Row) -> Any:
         pre = self.fields[name]
         if isinstance(pre, TabularPreprocessor):
-            values = {c: row.get(c) for c in pre.columns}
-            return None if all(is_absent(v) for v in values.values()) else values
+            return None if pre.is_missing(row) else {c: row.get(c) for c in pre.columns}
         value = row.get(name)
         return None if is_absent(value) else value
 
@@ -150,6 +168,7 @@ class Preprocessor:
     def state(self) -> dict[str, Any]:
         return {
             "schema": self.schema.to_dict(),
+            "columns": self.columns,
             "fields": {name: pre.state() for name, pre in self.fields.items()},
         }
 
@@ -168,7 +187,7 @@ class Preprocessor:
             name: _FROM_STATE[schema.fields[name].kind](name, field_state)
             for name, field_state in state["fields"].items()
         }
-        return cls(schema, fields)
+        return cls(schema, fields, state.get("columns"))
 
 
 @dataclass
@@ -215,15 +234,36 @@ def split_rows(
     return {name: [rows[i] for i in sorted(idx)] for name, idx in picked.items()}
 
 
+def check_columns(schema: Schema, manifest: Manifest) -> None:
+    """Every column the schema reads holds a value in some row of the manifest.
+
+    A field whose column is in no row (a typo, a renamed column) would otherwise train with
+    that modality absent from every row, or a target with no labels.
+    """
+    filled = {key for row in manifest.rows for key, value in row.items() if not is_absent(value)}
+    filled.discard(LINE_KEY)
+    columns = sorted(filled)
+    for name in schema.fields:
+        for column in schema.columns(name):
+            if column not in filled:
+                raise ConfigError(
+                    f"data.fields.{name}: column '{column}' has no value in any row of "
+                    f"{manifest.path}{did_you_mean(column, columns)} (the manifest's columns: "
+                    f"{', '.join(columns)})"
+                )
+
+
 def prepare_data(
     data: DataConfig,
     seed: int = 0,
     preprocessor: Preprocessor | None = None,
     fitted: dict[str, FieldPreprocessor] | None = None,
+    targets: Sequence[str] = (),
 ) -> PreparedData:
     """Read the manifest, settle the schema, fit on train (unless given), read every split.
 
     ``fitted`` field preprocessors (those of encoders taken from a saved model) are not refit.
+    An inferred schema takes ``data.target``, else ``targets`` (the tasks' targets), as targets.
     """
     quarantine = Quarantine(strict=data.strict)
     manifest = read_manifest(data.manifest, quarantine)
@@ -234,10 +274,16 @@ def prepare_data(
         )
     inferred = preprocessor is None and data.fields is None
     if preprocessor is None:
-        schema = (
-            Schema(dict(data.fields)) if data.fields else infer_schema(splits["train"], data.target)
+        if data.fields:
+            schema = Schema(dict(data.fields))
+        else:
+            schema = infer_schema(splits["train"], [data.target] if data.target else targets)
+        check_columns(schema, manifest)
+        preprocessor = Preprocessor.build(schema, data, manifest.columns).fit(
+            splits["train"], fitted
         )
-        preprocessor = Preprocessor.build(schema, data).fit(splits["train"], fitted)
+    else:
+        check_columns(preprocessor.schema, manifest)
     source = str(manifest.path)
     examples = {
         name: preprocessor.examples(rows, manifest.base_dir, quarantine, source, name)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polymodal.errors import DataError, did_you_mean
 
@@ -30,11 +30,15 @@ class FieldSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Kind
-    role: Role = "input"
-    numeric: list[str] = []
-    categorical: list[str] = []
-    labels: list[str] | None = None
+    kind: Kind = Field(description="modality kind: picks the field's preprocessing and encoder")
+    role: Role = Field("input", description="input: the model reads it; target: a task predicts it")
+    numeric: list[str] = Field([], description="tabular: the numeric manifest columns it groups")
+    categorical: list[str] = Field(
+        [], description="tabular: the categorical manifest columns it groups"
+    )
+    labels: list[str] | None = Field(
+        None, description="label: the label set, in class order; null: the sorted labels seen"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
