@@ -155,14 +155,14 @@ def test_target_and_bookkeeping_columns_are_not_read(predictor, data_dir):
     [
         ({"imag": "img/1.png"}, "row 0: unknown field 'imag'; did you mean 'image'?"),
         ({"image": "img/1.png", "Price": 3}, "row 0: unknown field 'Price'; did you mean 'price'?"),
-        ({"image": "img/1.png", "colour": "red"}, "row 0: unknown field 'colour'; the model"),
+        ({"image": "img/1.png", "colour": "red"}, "row 0: unknown field 'colour'. The model"),
     ],
 )
 def test_unknown_fields_are_an_error_naming_the_closest(predictor, data_dir, row, message):
     with pytest.raises(DataError) as exc:
         predictor(row, data_dir)
     assert str(exc.value).startswith(message)
-    assert "the model reads: image, price, text" in str(exc.value)
+    assert "The model reads: image, price, text" in str(exc.value)
 
 
 def test_numeric_strings_are_read_as_numbers(predictor, data_dir):

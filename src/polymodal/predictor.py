@@ -44,8 +44,8 @@ class Predictor:
                     "as keys of the row"
                 )
             raise DataError(
-                f"row {index}: unknown field '{key}'{did_you_mean(key, known)}; "
-                f"the model reads: {expected}"
+                f"row {index}: unknown field '{key}'{did_you_mean(key, known)}. "
+                f"The model reads: {expected}"
             )
 
     def preprocess(

@@ -231,7 +231,7 @@ def split_rows(
         "test": order[n_val : n_val + n_test],
         "train": order[n_val + n_test :],
     }
-    return {name: [rows[i] for i in sorted(idx)] for name, idx in picked.items()}
+    return {name: [rows[i] for i in sorted(picked[name])] for name in SPLITS}
 
 
 def check_columns(schema: Schema, manifest: Manifest) -> None:

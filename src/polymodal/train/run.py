@@ -50,30 +50,36 @@ def write_json(path: Path, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
 
 
+def refuse_existing(
+    path: Path, overwrite: bool, written_by_us: Callable[[Path], bool], what: str
+) -> None:
+    """Refuse a folder that holds files (they would mix with a new run's) unless ``overwrite``,
+    and even then one that ``written_by_us`` does not recognise: a mistyped path never
+    deletes a user's files."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; choose a folder")
+    if not (path.is_dir() and any(path.iterdir())):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{what} {path} exists and holds an earlier run's files; pass --overwrite to "
+            "replace it, or choose another folder"
+        )
+    if not written_by_us(path):
+        raise ConfigError(
+            f"{what} {path} holds files polymodal did not write; nothing was deleted: "
+            "choose another folder"
+        )
+
+
 def fresh_directory(
     path: Path, overwrite: bool, written_by_us: Callable[[Path], bool], what: str
 ) -> None:
-    """Make ``path`` an empty folder to write a run into.
-
-    A folder that holds files is refused (its files would mix with the new run's) unless
-    ``overwrite``; even then it is cleared only when ``written_by_us(path)``, so a mistyped
-    path never deletes a user's files.
-    """
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{what} {path} is a file; choose a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"{what} {path} exists and holds an earlier run's files; pass --overwrite to "
-                "replace it, or choose another folder"
-            )
-        if not written_by_us(path):
-            raise ConfigError(
-                f"{what} {path} holds files polymodal did not write; nothing was deleted: "
-                "choose another folder"
-            )
+    """Make ``path`` an empty folder, clearing an earlier run's (see ``refuse_existing``)."""
+    refuse_existing(path, overwrite, written_by_us, what)
+    if path.is_dir():
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -89,17 +95,19 @@ def run_training(
     """Train per ``config``: config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
 
     ``data`` reuses data already prepared for the same ``config.data`` (several runs, one read).
-    A run directory that exists is refused unless ``overwrite``, which clears it first.
+    A run directory that exists is refused unless ``overwrite``, which clears it; nothing is
+    written before the data has been read and checked against the config.
     """
     run_dir = config.run_dir
-    fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    refuse_existing(run_dir, overwrite, _is_run_dir, "run directory")  # before reading data
     data = data or prepare_data(
         config.data,
         config.seed,
         fitted=transferred_preprocessors(config.model),
         targets=task_targets(config.model),
     )
+    fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
     for line in describe_data(data):
         log(line)
     if len(data.quarantine):

@@ -159,7 +159,16 @@ def test_pillow_bomb_is_a_row_error_and_its_warning_is_silent(tmp_path, monkeypa
     with pytest.raises(RowError) as err:
         pre.read("bomb.png", tmp_path)
     assert err.value.reason == "image too large"
-    assert "2500 pixels" in err.value.detail and "PIL.Image.MAX_IMAGE_PIXELS" in err.value.detail
+    assert err.value.detail == (
+        f"{tmp_path / 'bomb.png'}: 2500 pixels > Pillow's limit (2000), which "
+        "data.image.max_pixels cannot lift; raise PIL.Image.MAX_IMAGE_PIXELS to read such images"
+    )
+    within = ImagePreprocessor("image", size=8, max_pixels=2000)
+    with pytest.raises(RowError) as err:
+        within.read("bomb.png", tmp_path)
+    assert str(err.value) == (
+        f"image too large: {tmp_path / 'bomb.png'}: 2500 pixels > data.image.max_pixels (2000)"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert pre.read("warned.png", tmp_path).shape == (3, 8, 8)

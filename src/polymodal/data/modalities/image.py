@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,22 @@ class ImagePreprocessor:
                 with Image.open(path) as img:
                     array = np.asarray(self._decode(img, path), dtype=np.uint8)
         except Image.DecompressionBombError as err:
-            raise RowError(
-                "image too large",
-                f"{path}: {err} Pillow refuses to decode it whatever data.image.max_pixels says; "
-                "to read such images, raise PIL.Image.MAX_IMAGE_PIXELS in the program first",
-            ) from err
+            raise RowError("image too large", self._too_large(path, err)) from err
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise RowError("unreadable image", f"{path}: {err}") from err
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def _too_large(self, path: Path, err: Image.DecompressionBombError) -> str:
+        """Why an image that Pillow refused to open is too large (its message names its size)."""
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        pixels = found.group(1) if found else f"over {pillow_limit}"
+        if self.max_pixels <= pillow_limit:
+            return f"{path}: {pixels} pixels > data.image.max_pixels ({self.max_pixels})"
+        return (
+            f"{path}: {pixels} pixels > Pillow's limit ({pillow_limit}), which data.image."
+            "max_pixels cannot lift; raise PIL.Image.MAX_IMAGE_PIXELS to read such images"
+        )
 
     def _decode(self, img: Image.Image, path: Path) -> Image.Image:
         """Check the header's size, decode reduced to about twice the target, then fit.
