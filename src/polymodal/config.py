@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polymodal.data.schema import FieldSpec
-from polymodal.errors import ConfigError
+from polymodal.errors import ConfigError, did_you_mean
 
 
 class Strict(BaseModel):
@@ -273,8 +272,7 @@ def _describe(
     holder, path = _model_at(root, loc)
     if err["type"] == "extra_forbidden":
         valid = sorted(holder.model_fields) if holder else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(str(loc[-1]), valid)
         known = f" (valid keys: {', '.join(valid)})" if valid else ""
         return path, f"unknown key '{path}'{hint}{known}"
     if err["type"] == "string_type" and isinstance(err["input"], bool):

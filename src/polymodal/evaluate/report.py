@@ -296,7 +296,7 @@ def _training(history: list[dict[str, Any]], best_epoch: int | None) -> Section:
     columns = {"epoch": "epoch", "train_loss": "train loss", "val_score": "validation score"}
     columns |= {"lr": "learning rate", "seconds": "seconds"}
     if not has_val:
-        del columns["val_score"]  # without a validation split it is just the epoch
+        del columns["val_score"]  # without validation rows there is no score
     table = Table(list(columns.values()), [[h[k] for k in columns] for h in history])
     return Section("Training", [_figure(fig, "training curves"), table])
 
