@@ -30,9 +30,9 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from polymodal.evaluate import ptb_tokenizer
-from polymodal.evaluate.captioning import caption_scores
-from polymodal.evaluate.meteor import meteor_scores
+from polymodal.metrics import ptb_tokenizer
+from polymodal.metrics.captioning import caption_scores
+from polymodal.metrics.meteor import meteor_scores
 
 REFERENCES_PER_IMAGE = 5
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymodal.evaluate.retrieval import retrieval_scores
+from polymodal.metrics.retrieval import retrieval_scores
 
 CAPTIONS_PER_IMAGE = 5
 KS = (1, 5, 10)

@@ -294,7 +294,7 @@ def raw_rows(manifest: Path, split: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_predictor_equals_evaluation(tmp_path, shape, suffix):
     from polymodal.data.pipeline import prepare_data
-    from polymodal.evaluate.evaluator import evaluate_model
+    from polymodal.inference import evaluate_model
 
     manifest = write_mixed_manifest(tmp_path / "data", suffix)
     data: dict[str, Any] = {"manifest": str(manifest), "image": {"size": 16}}

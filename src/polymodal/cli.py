@@ -142,7 +142,7 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"eval {kind} needs {flags}")
     if kind == "captions":
-        from polymodal.evaluate.captioning import caption_scores, load_coco_captions
+        from polymodal.metrics.captioning import caption_scores, load_coco_captions
 
         references, candidates = load_coco_captions(args.references, args.predictions)
         # As the COCO evaluation does, the images scored are those the results caption.
@@ -152,13 +152,13 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as err:
             raise DataError(f"eval captions: {err}") from None
     if kind == "vqa":
-        from polymodal.evaluate.vqa import vqa_scores_from_files
+        from polymodal.metrics.vqa import vqa_scores_from_files
 
         return vqa_scores_from_files(args.questions, args.annotations, args.predictions)
-    from polymodal.evaluate.files import read_array, read_class_ids
+    from polymodal.io import read_array, read_class_ids
 
     if kind == "retrieval":
-        from polymodal.evaluate.retrieval import retrieval_scores
+        from polymodal.metrics.retrieval import retrieval_scores
 
         relevance = read_array(args.relevance, "--relevance") if args.relevance else None
         similarity = read_array(args.similarity, "--similarity")
@@ -166,7 +166,7 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             return retrieval_scores(similarity, relevance, ks=args.ks, ties=args.ties)
         except ValueError as err:
             raise DataError(f"eval retrieval: {err}") from None
-    from polymodal.evaluate.classification import classification_scores
+    from polymodal.metrics.classification import classification_scores
 
     try:
         return classification_scores(

@@ -10,9 +10,8 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from polymodal.data.schema import FieldSpec
 from polymodal.errors import ConfigError, did_you_mean
 
 
@@ -20,6 +19,36 @@ class Strict(BaseModel):
     """Every config section rejects unknown keys."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+Kind = Literal["image", "text", "tabular", "label"]
+Role = Literal["input", "target"]
+
+
+class FieldSpec(Strict):
+    """One field of a sample: its modality kind, its role and, for tabular fields, its columns.
+
+    A tabular field groups manifest columns (``numeric`` and ``categorical``); every other kind
+    reads the manifest column with the field's own name. A label field may fix its label set.
+    """
+
+    kind: Kind = Field(description="modality kind: picks the field's preprocessing and encoder")
+    role: Role = Field("input", description="input: the model reads it; target: a task predicts it")
+    numeric: list[str] = Field([], description="tabular: the numeric manifest columns it groups")
+    categorical: list[str] = Field(
+        [], description="tabular: the categorical manifest columns it groups"
+    )
+    labels: list[str] | None = Field(
+        None, description="label: the label set, in class order; null: the sorted labels seen"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.kind != "tabular" and (self.numeric or self.categorical):
+            raise ValueError("'numeric' and 'categorical' columns only apply to kind 'tabular'")
+        if self.kind != "label" and self.labels is not None:
+            raise ValueError("'labels' only applies to kind 'label'")
+        return self
 
 
 class ImageOptions(Strict):

@@ -14,9 +14,10 @@ from polymodal.config import RunConfig, validate
 from polymodal.data.pipeline import prepare_data
 from polymodal.data.shapeworld import generate
 from polymodal.data.sources import LINE_KEY
-from polymodal.evaluate.evaluator import evaluate_model
+from polymodal.inference import evaluate_model
+from polymodal.io import write_json
 from polymodal.models.model import MultimodalModel
-from polymodal.train.run import RunResult, fresh_directory, run_training, write_json
+from polymodal.train.run import RunResult, fresh_directory, run_training
 
 STATEMENT_VARIANTS = {  # results key -> the inputs the classifier reads
     "accuracy": ["image", "statement"],

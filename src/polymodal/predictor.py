@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
 from polymodal.errors import DataError, RowError, did_you_mean
+from polymodal.inference import eval_mode, forward
 from polymodal.models.model import MultimodalModel
 
 
@@ -77,11 +76,11 @@ class Predictor:
                     f"expected some of: {', '.join(sorted(columns))}"
                 )
             examples.append(example)
-        return self.model.preprocessor.collate(examples).to(self.device), absent
+        return self.model.preprocessor.collate(examples), absent
 
-    @torch.no_grad()
     def _forward(self, batch: Batch) -> dict[str, Any]:
-        return self.model(batch)
+        with eval_mode(self.model):
+            return forward(self.model, batch, self.device)
 
     def postprocess(self, outputs: dict[str, Any], absent: list[list[str]]) -> list[dict[str, Any]]:
         """Each row's prediction per task, and ``absent_inputs``: the inputs it lacked."""

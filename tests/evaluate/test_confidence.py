@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from polymodal.errors import DataError
-from polymodal.evaluate.classification import f1_macro
 from polymodal.evaluate.confidence import (
     Interval,
     accuracy_interval,
@@ -19,7 +18,8 @@ from polymodal.evaluate.confidence import (
     f1_macro_interval,
     retrieval_intervals,
 )
-from polymodal.evaluate.retrieval import retrieval_scores
+from polymodal.metrics.classification import f1_macro
+from polymodal.metrics.retrieval import retrieval_scores
 
 
 def predictions(n: int, seed: int = 0, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:

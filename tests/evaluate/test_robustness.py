@@ -12,7 +12,6 @@ from PIL import Image
 from polymodal.config import validate
 from polymodal.errors import DataError
 from polymodal.evaluate.corruptions import CORRUPTIONS, MISSING_RATES, SEVERITIES
-from polymodal.evaluate.evaluator import evaluate_model
 from polymodal.evaluate.robustness import (
     ROBUSTNESS_FILE,
     effective_robustness,
@@ -21,6 +20,7 @@ from polymodal.evaluate.robustness import (
     read_run_split,
     relative_robustness,
 )
+from polymodal.inference import evaluate_model
 from polymodal.models.model import MultimodalModel
 from polymodal.train.run import RunResult, run_training
 

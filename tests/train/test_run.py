@@ -10,7 +10,7 @@ import yaml
 
 from polymodal.config import RunConfig, load_config, validate
 from polymodal.errors import DataError, PolymodalError
-from polymodal.evaluate.evaluator import evaluate_model
+from polymodal.inference import evaluate_model
 from polymodal.models.model import MultimodalModel
 from polymodal.train.run import run_training
 

@@ -23,8 +23,8 @@ from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import IGNORED_COLUMNS, Batch, Schema, infer_schema, is_absent
 from polymodal.data.sources import LINE_KEY, Manifest, Row, read_manifest
 from polymodal.errors import ConfigError, DataError, RowError, did_you_mean
+from polymodal.io import atomic_write_text
 from polymodal.progress import progress_bar
-from polymodal.train.checkpoint import atomic_write_text
 
 PREPROCESSOR_FILE = "preprocessor.json"
 SPLITS = ("train", "val", "test")

@@ -5,48 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from polymodal.config import FieldSpec
 from polymodal.errors import DataError, did_you_mean
-
-Kind = Literal["image", "text", "tabular", "label"]
-Role = Literal["input", "target"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TARGET_NAMES = ("label", "labels", "target", "class", "y", "answer")
 IGNORED_COLUMNS = ("id", "split")
 NUMERIC_SHARE = 0.95  # a column with at least this share of numbers is numeric; the rest quarantine
-
-
-class FieldSpec(BaseModel):
-    """One field of a sample: its modality kind, its role and, for tabular fields, its columns.
-
-    A tabular field groups manifest columns (``numeric`` and ``categorical``); every other kind
-    reads the manifest column with the field's own name. A label field may fix its label set.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Kind = Field(description="modality kind: picks the field's preprocessing and encoder")
-    role: Role = Field("input", description="input: the model reads it; target: a task predicts it")
-    numeric: list[str] = Field([], description="tabular: the numeric manifest columns it groups")
-    categorical: list[str] = Field(
-        [], description="tabular: the categorical manifest columns it groups"
-    )
-    labels: list[str] | None = Field(
-        None, description="label: the label set, in class order; null: the sorted labels seen"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> FieldSpec:
-        if self.kind != "tabular" and (self.numeric or self.categorical):
-            raise ValueError("'numeric' and 'categorical' columns only apply to kind 'tabular'")
-        if self.kind != "label" and self.labels is not None:
-            raise ValueError("'labels' only applies to kind 'label'")
-        return self
 
 
 @dataclass

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from polymodal.errors import DataError
-from polymodal.evaluate.classification import f1_macro
-from polymodal.evaluate.retrieval import _query_ranks
+from polymodal.metrics.classification import f1_macro
+from polymodal.metrics.retrieval import _query_ranks
 
 RESAMPLES = 1000
 LEVEL = 0.95

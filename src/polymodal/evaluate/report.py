@@ -36,12 +36,11 @@ from polymodal.evaluate.confidence import (
     numeric_leaves,
     retrieval_intervals,
 )
-from polymodal.evaluate.evaluator import batches
+from polymodal.inference import batches
+from polymodal.io import atomic_write_text, write_json
 from polymodal.models.fusion import Attention
 from polymodal.models.model import MultimodalModel
 from polymodal.tasks import Classify, Retrieve, Task
-from polymodal.train.checkpoint import atomic_write_text
-from polymodal.train.run import write_json
 
 SAMPLES = 12  # test rows shown with their predictions
 QUERIES = 4  # retrieval queries shown with their top items

@@ -55,10 +55,10 @@ from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.sources import LINE_KEY, Row, read_manifest
 from polymodal.errors import DataError, RowError
 from polymodal.evaluate.corruptions import CORRUPTIONS, MISSING_RATES, SEVERITIES, missing_rows
-from polymodal.evaluate.evaluator import batches
+from polymodal.inference import batches
+from polymodal.io import write_json
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
-from polymodal.train.run import write_json
 
 ROBUSTNESS_FILE = "robustness.json"
 

@@ -14,9 +14,9 @@ from typing import Any
 from polymodal.config import load_config
 from polymodal.data.pipeline import prepare_data
 from polymodal.errors import DataError
-from polymodal.evaluate.evaluator import evaluate_model
+from polymodal.inference import evaluate_model
+from polymodal.io import write_json
 from polymodal.models.model import MultimodalModel
-from polymodal.train.run import write_json
 
 EFFICIENCY_FILE = "efficiency.json"
 

@@ -21,10 +21,10 @@ from polymodal.config import (
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError, ModelError, did_you_mean
+from polymodal.io import atomic_write, atomic_write_text, remove_stale_temp_files
 from polymodal.models.encoders import ENCODERS, Encoded
 from polymodal.models.fusion import FUSIONS
 from polymodal.tasks import Classify, Retrieve, Task
-from polymodal.train.checkpoint import atomic_write, atomic_write_text, remove_stale_temp_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymodal.data.schema import Batch
-from polymodal.evaluate.classification import classification_scores
+from polymodal.metrics.classification import classification_scores
 from polymodal.models.encoders.base import Encoded
 from polymodal.tasks.base import Task
 

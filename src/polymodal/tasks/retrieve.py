@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymodal.data.schema import Batch
-from polymodal.evaluate.retrieval import retrieval_scores
 from polymodal.losses import info_nce
+from polymodal.metrics.retrieval import retrieval_scores
 from polymodal.models.encoders.base import Encoded
 from polymodal.tasks.base import Task
 
@@ -79,7 +79,7 @@ class Retrieve(Task):
             v for d in (forward, backward) for k, v in scores[d].items() if k.startswith("R@")
         ]
         scores["mean_recall"] = sum(recalls) / len(recalls)
-        scores["temperature"] = float(1.0 / self.logit_scale)
+        scores["temperature"] = float(1.0 / self.logit_scale.detach())
         return scores
 
     def postprocess(self, outputs: dict[str, torch.Tensor], index: int) -> dict[str, Any]:

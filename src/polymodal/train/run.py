@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +11,10 @@ from typing import Any
 from polymodal.config import RunConfig, dump_config, task_targets
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.errors import ConfigError, DataError
-from polymodal.evaluate.evaluator import evaluate_model
+from polymodal.inference import evaluate_model
+from polymodal.io import atomic_write_text, write_json
 from polymodal.models.model import MultimodalModel, build_model
 from polymodal.models.transfer import load_encoders, transferred_preprocessors
-from polymodal.train.checkpoint import atomic_write_text
 from polymodal.train.trainer import Trainer, TrainResult, seed_everything
 
 Log = Callable[[str], None]
@@ -44,10 +43,6 @@ def describe_data(data: PreparedData) -> list[str]:
         counts = ", ".join(f"{reason} {n}" for reason, n in data.quarantine.counts().items())
         lines.append(f"quarantined {len(data.quarantine)} rows: {counts}")
     return lines
-
-
-def write_json(path: Path, value: Any) -> Path:
-    return atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
 
 
 def refuse_existing(

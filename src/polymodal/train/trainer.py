@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from polymodal.config import TrainConfig
 from polymodal.data.pipeline import Example
-from polymodal.evaluate.evaluator import evaluate_model, main_score
+from polymodal.inference import evaluate_model, main_score
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
 

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 from polymodal.config import validate
+from polymodal.io import atomic_write_text, remove_stale_temp_files
 from polymodal.models.model import MultimodalModel
-from polymodal.train.checkpoint import atomic_write_text, remove_stale_temp_files
 from polymodal.train.run import run_training
 
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from polymodal.train.checkpoint import atomic_write
+from polymodal.io import atomic_write
 
 def write(tmp: Path) -> None:
     tmp.write_bytes(b"x" * 1_000_000)  # half a checkpoint on disk ...

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.evaluate import retrieval, retrieval_scores
+from polymodal.metrics import retrieval
+from polymodal.metrics.retrieval import retrieval_scores
 
 
 def summary(

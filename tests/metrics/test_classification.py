@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.evaluate import accuracy, classification_scores, confusion_matrix, f1_macro
-from polymodal.evaluate.classification import (
+from polymodal.metrics.classification import (
+    accuracy,
     auroc,
     average_precision,
+    classification_scores,
+    confusion_matrix,
     expected_calibration_error,
+    f1_macro,
     precision_recall_f1,
     regression_scores,
     sentiment_scores,

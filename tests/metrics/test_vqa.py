@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from polymodal.evaluate.vqa import (
+from polymodal.metrics.vqa import (
     ARTICLES,
     CONTRACTIONS,
     MANUAL_MAP,

@@ -21,8 +21,8 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from polymodal.errors import DataError
-from polymodal.evaluate import captioning, meteor, ptb_tokenizer
-from polymodal.evaluate.captioning import METRICS, caption_scores, load_coco_captions
+from polymodal.metrics import captioning, meteor, ptb_tokenizer
+from polymodal.metrics.captioning import METRICS, caption_scores, load_coco_captions
 
 requires_java = pytest.mark.skipif(
     shutil.which("java") is None, reason="pycocoevalcap runs Java (tokenizer, METEOR); no java"

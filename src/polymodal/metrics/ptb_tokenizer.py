@@ -13,7 +13,7 @@ import re
 import string
 from collections.abc import Sequence
 
-from polymodal.evaluate.ptb_lexer import (
+from polymodal.metrics.ptb_lexer import (
     ABBREVIATIONS,
     SPLIT_WORDS,
     far_context,
