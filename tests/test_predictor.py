@@ -57,7 +57,7 @@ def predictor(run: RunResult) -> Predictor:
 
 @pytest.fixture(scope="module")
 def data_dir(run: RunResult) -> Path:
-    return run.data.manifest.base_dir
+    return run.data.index.base_dir
 
 
 def manifest_rows(data_dir: Path, split: str) -> list[dict[str, Any]]:

@@ -103,6 +103,19 @@ class DataConfig(Strict):
     strict: bool = Field(False, description="any bad row is an error instead of being quarantined")
     image: ImageOptions = Field(ImageOptions(), description="how image fields are read")
     text: TextOptions = Field(TextOptions(), description="how text fields are read")
+    cache: Literal["none", "memory", "disk"] = Field(
+        "none",
+        description="preprocessed tensors kept: none (decode every epoch), memory, disk (reused)",
+    )
+    cache_dir: Path | None = Field(
+        None, description="where disk stores go; null: OUT_DIR/cache, beside the runs"
+    )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes; null: 0 with a memory cache, else"
+        " about half the CPUs (at most 4)",
+    )
 
 
 class EncoderTransfer(Strict):
@@ -113,6 +126,17 @@ class EncoderTransfer(Strict):
     )
     freeze: bool = Field(
         False, description="no gradient updates; normalisation statistics stay fixed"
+    )
+    lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="learning-rate multiplier for this encoder (e.g. 0.1 when it"
+        " starts from saved weights)",
+    )
+    checkpointing: bool = Field(
+        False,
+        description="activation checkpointing: recompute activations in the backward"
+        " pass, saving memory for time",
     )
 
 
@@ -215,6 +239,16 @@ class ModelConfig(Strict):
     )
 
 
+class EarlyStopping(Strict):
+    """Stop training when a validation metric has not improved for a while."""
+
+    patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
+    metric: str | None = Field(
+        None, description="TASK.METRIC to watch (higher is better); null: the best-model score"
+    )
+    min_delta: float = Field(0.0, ge=0, description="smallest rise that counts as improvement")
+
+
 class TrainConfig(Strict):
     """The optimiser (AdamW, linear warmup then cosine decay) and where the run is written."""
 
@@ -233,8 +267,28 @@ class TrainConfig(Strict):
     out_dir: Path = Field(
         Path("runs"), description="a run is written to OUT_DIR/NAME; the default is in the cwd"
     )
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
-    threads: int | None = Field(None, description="torch CPU threads; null: what torch picks")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when there is a GPU, else the CPU"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; null: the CPUs left after the data workers"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="auto: bf16 where the hardware has it natively (CUDA, AVX512-BF16/AMX CPUs),"
+        " fp16 with a gradient scaler on older GPUs, else fp32",
+    )
+    accumulate: int = Field(1, ge=1, description="batches whose gradients make one step")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="stop when the validation score stops improving; null: never"
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="time budget: the schedule fits itself to it; null: epochs decide"
+    )
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also checkpoint every N steps (always at each epoch's end)"
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in RUN_DIR/checkpoints")
 
 
 class RunConfig(Strict):
@@ -449,6 +503,8 @@ def _file_paths(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     section = data.get("data")
     if isinstance(section, dict) and isinstance(section.get("manifest"), str):
         found.append((section, "manifest"))
+    if isinstance(section, dict) and isinstance(section.get("cache_dir"), str):
+        found.append((section, "cache_dir"))
     train = data.get("train")
     if isinstance(train, dict) and isinstance(train.get("out_dir"), str):
         found.append((train, "out_dir"))

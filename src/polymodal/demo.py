@@ -98,14 +98,15 @@ def _retrieval_table(retrieval: dict[str, Any]) -> Any:
 
 def _accuracy_by_type(run: RunResult) -> dict[str, float]:
     """Test accuracy of a statement classifier per statement type (existence, count, ...)."""
-    kinds = {row[LINE_KEY]: row["statement_type"] for row in run.data.manifest.rows}
-    model = MultimodalModel.from_pretrained(run.model_dir)
     test = run.data.splits["test"]
-    scores = {}
-    for kind in sorted({kinds[example[LINE_KEY]] for example in test}):
-        subset = [example for example in test if kinds[example[LINE_KEY]] == kind]
-        scores[kind] = evaluate_model(model, subset)["classify_label"]["accuracy"]
-    return scores
+    kinds = {row[LINE_KEY]: row["statement_type"] for row in run.data.index.rows(test.positions)}
+    model = MultimodalModel.from_pretrained(run.model_dir)
+    return {
+        kind: evaluate_model(model, test.subset(lambda line, k=kind: kinds[line] == k))[
+            "classify_label"
+        ]["accuracy"]
+        for kind in sorted(set(kinds.values()))
+    }
 
 
 DEMO_ENTRIES = frozenset({"data", "runs", "results.json"})  # what the demo writes in its folder

@@ -3,13 +3,15 @@ collect -> metrics loop over a split."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from polymodal.data.dataset import loader
 from polymodal.data.pipeline import Example
+from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import Batch
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
@@ -37,21 +39,44 @@ def forward(model: MultimodalModel, batch: Batch, device: str | torch.device) ->
 
 
 def evaluate_model(
-    model: MultimodalModel, examples: list[Example], batch_size: int = 256, device: str = "cpu"
+    model: MultimodalModel,
+    examples: Sequence[Example | QuarantinedRow],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    quarantine: Quarantine | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per task over all ``examples`` (model in eval mode, no gradients)."""
-    if not examples:
+    """Metrics per task over all ``examples`` (a list, or a split's dataset read by ``workers``
+    DataLoader processes), the model in eval mode without gradients.
+
+    Under DDP each rank passes ``shard`` (rank, world size) and reads every world-size-th row
+    from its rank on; ``gather`` (``polymodal.train.distributed.gather_variable``) then brings
+    every rank's collected outputs together, so the metrics cover the whole split, on every
+    rank alike. Rows found bad while reading go to ``quarantine``.
+    """
+    if not len(examples):
         return {}
+    rank, world = shard
+    batches = loader(
+        examples, model.preprocessor.collate, batch_size, workers, range(rank, len(examples), world)
+    )
     collected: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in model.tasks}
     with eval_mode(model):
-        for chunk in progress_bar(batches(examples, batch_size), "evaluating"):
-            batch = model.preprocessor.collate(chunk).to(device)
+        for batch in progress_bar(batches, "evaluating"):
+            for row in batch.quarantined if quarantine is not None else ():
+                quarantine.add(row)
+            if not len(batch):
+                continue
+            batch = batch.to(device)
             outputs = forward(model, batch, device)
             for name, task in model.tasks.items():
                 for key, value in task.collect(outputs[name], batch).items():
                     collected[name].setdefault(key, []).append(value.cpu())
+    together = gather or (lambda tensor: tensor)
     return {
-        name: task.metrics({k: torch.cat(v) for k, v in collected[name].items()})
+        name: task.metrics({k: together(torch.cat(v)) for k, v in collected[name].items()})
         for name, task in model.tasks.items()
     }
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -11,3 +14,74 @@ def info_nce(query: torch.Tensor, gallery: torch.Tensor, logit_scale: torch.Tens
     logits = logit_scale * F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T
     targets = torch.arange(len(query), device=query.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def _world_size() -> int:
+    """Ranks in the default process group; 1 when none is initialised."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _AllGather(torch.autograd.Function):
+    """Forward: every rank's rows in rank order. Backward: this rank's slice of the summed grad."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows = len(tensor)
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)  # all_reduce writes in place
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order (one process: ``tensor``).
+
+    Every rank must pass the same shape. The gradient of each rank's slice is the sum over ranks
+    of the gradients reaching it, so each rank's parameters see the gradient of the sum of all
+    ranks' losses; DDP's average over ranks then makes it the gradient of their mean. Lives here,
+    not in ``polymodal.train.distributed`` (which re-exports it), so that losses can gather.
+    """
+    if _world_size() == 1:
+        return tensor
+    return _AllGather.apply(tensor)
+
+
+def info_nce_gathered(
+    query: torch.Tensor, gallery: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """:func:`info_nce` with negatives from every rank; equal to it in a single process.
+
+    Local queries are scored against the galleries of all ranks and local galleries against
+    all queries. The loss is a mean over local rows, so with equal row counts the mean over
+    ranks (what DDP's gradient average computes) is the InfoNCE of the global batch. Ranks may
+    hold different counts (rows left out of a batch), even none: rows are padded to the
+    largest count for the gather and the padding is masked out. Every rank must call it at
+    every step, since the gather is a collective.
+    """
+    if _world_size() == 1:
+        return info_nce(query, gallery, logit_scale) if len(query) else query.sum() * 0.0
+    counts = torch.tensor([len(query)], device=query.device)
+    sizes = [torch.empty_like(counts) for _ in range(_world_size())]
+    dist.all_gather(sizes, counts)
+    width = int(max(sizes))
+    valid = torch.cat([torch.arange(width, device=query.device) < size for size in sizes])
+    pad = (0, 0, 0, width - len(query))
+    query = F.pad(F.normalize(query, dim=-1), pad)
+    gallery = F.pad(F.normalize(gallery, dim=-1), pad)
+    all_query, all_gallery = all_gather_with_grad(query), all_gather_with_grad(gallery)
+    rows = int(counts)
+    if rows == 0:  # nothing to score here, but the gather's backward must still run
+        return (all_query.sum() + all_gallery.sum()) * 0.0
+    targets = torch.arange(rows, device=query.device) + dist.get_rank() * width
+    masked = torch.finfo(query.dtype).min
+    query_logits = (logit_scale * query[:rows] @ all_gallery.T).masked_fill(~valid, masked)
+    gallery_logits = (logit_scale * gallery[:rows] @ all_query.T).masked_fill(~valid, masked)
+    query_loss = F.cross_entropy(query_logits, targets)
+    gallery_loss = F.cross_entropy(gallery_logits, targets)
+    return (query_loss + gallery_loss) / 2

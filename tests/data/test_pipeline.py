@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from polymodal.config import DataConfig
+from polymodal.data.dataset import read_all
 from polymodal.data.modalities.tabular import LabelPreprocessor
 from polymodal.data.modalities.text import SPECIALS, TextPreprocessor
-from polymodal.data.pipeline import PREPROCESSOR_FILE, Preprocessor, prepare_data, split_rows
+from polymodal.data.pipeline import PREPROCESSOR_FILE, Preprocessor, prepare_data, split_positions
 from polymodal.data.quarantine import Quarantine
 from polymodal.data.schema import FieldSpec, Schema
-from polymodal.data.sources import LINE_KEY
+from polymodal.data.sources import LINE_KEY, index_manifest
 from polymodal.errors import DataError
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
@@ -119,21 +120,23 @@ def test_split_column_is_used(tiny_manifest):
 
 def test_empty_split_values_train_and_unknown_names_are_quarantined(tmp_path):
     rows = [
-        {"x": "a b c", "split": "val", LINE_KEY: 1},
-        {"x": "d e f", LINE_KEY: 2},
-        {"x": "g h i", "split": "test", LINE_KEY: 3},
-        {"x": "j k l", "split": "holdout", LINE_KEY: 4},
-        {"x": "m n o", "split": "train", LINE_KEY: 5},
-        {"x": "p q r", "split": None, LINE_KEY: 6},
-        {"x": "s t u", "split": " ", LINE_KEY: 7},
+        {"x": "a b c", "split": "val"},
+        {"x": "d e f"},
+        {"x": "g h i", "split": "test"},
+        {"x": "j k l", "split": "holdout"},
+        {"x": "m n o", "split": "train"},
+        {"x": "p q r", "split": None},
+        {"x": "s t u", "split": " "},
     ]
+    manifest = write_manifest(tmp_path, rows)
     quarantine = Quarantine()
-    config = DataConfig(manifest=tmp_path / "m.jsonl")
-    splits = split_rows(rows, config, 0, quarantine, "m.jsonl")
-    assert splits == {
-        "train": [rows[1], rows[4], rows[5], rows[6]],
-        "val": [rows[0]],
-        "test": [rows[2]],
+    config = DataConfig(manifest=manifest)
+    index = index_manifest(manifest, quarantine)
+    splits = split_positions(index, config, 0, quarantine)
+    assert {name: index.lines[p].tolist() for name, p in splits.items()} == {
+        "train": [2, 5, 6, 7],
+        "val": [1],
+        "test": [3],
     }
     [bad] = quarantine.rows
     assert (bad.line, bad.reason, bad.field) == (4, "unknown split", "split")
@@ -142,8 +145,9 @@ def test_empty_split_values_train_and_unknown_names_are_quarantined(tmp_path):
 
 def test_named_split_column(tmp_path):
     rows = [{"x": "a b", "fold": "val" if i % 3 == 0 else "train"} for i in range(9)]
-    config = DataConfig(manifest=tmp_path / "m.jsonl", split_column="fold")
-    splits = split_rows(rows, config, 0, Quarantine())
+    manifest = write_manifest(tmp_path, rows)
+    config = DataConfig(manifest=manifest, split_column="fold")
+    splits = split_positions(index_manifest(manifest, split_column="fold"), config, 0, Quarantine())
     assert [len(splits[name]) for name in ("train", "val", "test")] == [6, 3, 0]
 
 
@@ -289,7 +293,9 @@ def test_fit_takes_a_fitted_label_preprocessor_as_is(tiny_manifest):
     assert plain.fields["label"].labels == ["blue", "red"]
 
 
-def test_an_oversized_image_quarantines_its_row_and_the_others_load(tmp_path):
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_an_oversized_image_quarantines_its_row_and_the_others_load(tmp_path, cache):
+    """Found while reading (no cache) or while building the store: the same quarantine."""
     rows = [{"image": ("png", RED), "label": "red"}] * 3
     manifest = write_manifest(tmp_path, rows)
     Image.new("RGB", (40, 40), BLUE).save(tmp_path / "img" / "1-image.png")  # over 16x16
@@ -300,9 +306,10 @@ def test_an_oversized_image_quarantines_its_row_and_the_others_load(tmp_path):
         image={"size": 8, "max_pixels": 16 * 16},
         val_fraction=0.0,
         test_fraction=0.0,
+        cache=cache,
     )
-    data = prepare_data(config)
-    assert lines(data.splits["train"]) == [1, 3]
+    data = prepare_data(config, cache_dir=tmp_path / "cache")
+    assert lines(read_all(data.splits["train"], data.quarantine)) == [1, 3]
     [bad] = data.quarantine.rows
     assert (bad.line, bad.reason, bad.field) == (2, "image too large", "image")
     assert "1600 pixels > data.image.max_pixels (256)" in bad.detail
@@ -332,15 +339,14 @@ def test_nan_is_missing_in_json_and_csv_alike(tmp_path):
     for name in ("m.csv", "m.jsonl"):
         data = DataConfig(manifest=tmp_path / name, fields=fields, val_fraction=0, test_fraction=0)
         prepared.append(prepare_data(data))
-    csv_data, json_data = prepared
-    for data in prepared:
+    read = [read_all(data.splits["train"], data.quarantine) for data in prepared]
+    for data, examples in zip(prepared, read, strict=True):
         assert [(q.line, q.reason, q.field) for q in data.quarantine.rows] == [
             (data.quarantine.rows[0].line, "non-numeric value", "size")
         ]  # Infinity is an error in both
-        examples = data.splits["train"]
         assert [ex["price"] is None for ex in examples] == [False, True, True]
         assert [ex["size"] is None for ex in examples] == [False, True, False]
-    for a, b in zip(csv_data.splits["train"], json_data.splits["train"], strict=True):
+    for a, b in zip(*read, strict=True):
         for name in fields:
             assert (a[name] is None) == (b[name] is None)
             if a[name] is not None:

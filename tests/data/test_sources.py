@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from polymodal.data.quarantine import Quarantine
-from polymodal.data.sources import read_manifest
+from polymodal.data.sources import index_manifest
 from polymodal.errors import DataError
 
 
@@ -13,9 +13,10 @@ def test_jsonl_bad_lines_are_quarantined(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     path.write_bytes(b'{"a": 1}\n{"a": \n[1, 2]\n{"a": "\xff\xfe"}\n\n{"a": 2}\n')
     quarantine = Quarantine()
-    manifest = read_manifest(path, quarantine)
-    assert [r["a"] for r in manifest.rows] == [1, 2]
-    assert [r["_line"] for r in manifest.rows] == [1, 6]
+    manifest = index_manifest(path, quarantine)
+    rows = list(manifest.rows(range(len(manifest))))
+    assert [r["a"] for r in rows] == [1, 2]
+    assert [r["_line"] for r in rows] == [1, 6]
     assert [(q.line, q.reason) for q in quarantine.rows] == [
         (2, "malformed row"),
         (3, "malformed row"),
@@ -27,10 +28,11 @@ def test_csv_rows_and_empty_cells(tmp_path: Path):
     path = tmp_path / "m.csv"
     path.write_bytes(b"image,text,price\na.png,hello,1.5\nb.png,,2\nc.png,\xe9t\xe9,3\n")
     quarantine = Quarantine()
-    manifest = read_manifest(path, quarantine)
-    assert manifest.rows[0] == {"image": "a.png", "text": "hello", "price": "1.5", "_line": 2}
-    assert manifest.rows[1]["text"] is None
-    assert len(manifest.rows) == 2
+    manifest = index_manifest(path, quarantine)
+    rows = list(manifest.rows(range(len(manifest))))
+    assert rows[0] == {"image": "a.png", "text": "hello", "price": "1.5", "_line": 2}
+    assert rows[1]["text"] is None
+    assert len(rows) == 2
     assert quarantine.rows[0].reason == "undecodable text" and quarantine.rows[0].field == "text"
     assert manifest.base_dir == tmp_path
 
@@ -39,7 +41,7 @@ def test_strict_quarantine_raises(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": 1}\nnot json\n')
     with pytest.raises(DataError, match=r"m.jsonl:2: malformed row"):
-        read_manifest(path, Quarantine(strict=True))
+        index_manifest(path, Quarantine(strict=True))
 
 
 @pytest.mark.parametrize(
@@ -55,14 +57,14 @@ def test_manifest_errors(tmp_path: Path, name, content, message):
     if content is not None:
         path.write_text(content)
     with pytest.raises(DataError, match=message):
-        read_manifest(path)
+        index_manifest(path)
 
 
 def test_quarantine_summary_and_file(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": 1}\nbad\nworse\n')
     quarantine = Quarantine()
-    read_manifest(path, quarantine)
+    index_manifest(path, quarantine)
     summary = quarantine.summary(examples=1)
     assert summary["malformed row"]["count"] == 2
     assert len(summary["malformed row"]["examples"]) == 1
@@ -74,7 +76,7 @@ def test_a_jsonl_that_is_not_json_says_why(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     path.write_text("image,text\na.png,hello\n", encoding="utf-8")  # a CSV named .jsonl
     with pytest.raises(DataError) as exc:
-        read_manifest(path)
+        index_manifest(path)
     message = str(exc.value)
     assert message.startswith(f"manifest {path} has no readable rows; line 1: malformed row: ")
     assert "not valid JSON (Expecting value at column 1)" in message

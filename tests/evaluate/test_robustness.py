@@ -176,7 +176,7 @@ def test_a_model_with_rows_and_a_reference(run, report, tmp_path):
     """The same rows given to a model score the same; against itself as the baseline, every
     effective robustness is 0."""
     best = MultimodalModel.from_pretrained(run.model_dir)
-    manifest = run.data.manifest.path
+    manifest = run.data.index.path
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     test_rows = [r for r in rows if r["split"] == "test"]
     again = evaluate_robustness(

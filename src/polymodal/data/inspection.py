@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.config import DataConfig, load_config, task_targets
-from polymodal.data.pipeline import PreparedData, prepare_data
+from polymodal.data.dataset import loader, workers_for
+from polymodal.data.pipeline import INFER_ROWS, PreparedData, prepare_data
+from polymodal.data.quarantine import QuarantinedRow
 from polymodal.data.schema import infer_schema, is_absent
-from polymodal.data.sources import read_manifest
+from polymodal.data.sources import index_manifest
 
 LEAK_ACCURACY = 0.98  # an input whose value predicts the target this well gives it away
 LEAK_GAIN = 0.2  # ... and at least this much better than always guessing the commonest label
@@ -23,7 +25,9 @@ def _data_config(
         return data.model_copy(update={"manifest": Path(manifest)})
     data = DataConfig(manifest=Path(manifest), target=target)
     if labels:
-        fields = infer_schema(read_manifest(manifest).rows, [target] if target else []).fields
+        index = index_manifest(manifest)
+        sample = index.rows(range(min(len(index), INFER_ROWS)))
+        fields = infer_schema(sample, [target] if target else []).fields
         targets = [name for name, spec in fields.items() if spec.kind == "label"]
         for name in targets:
             fields[name] = fields[name].model_copy(
@@ -41,9 +45,9 @@ def leaky_inputs(data: PreparedData) -> list[dict[str, Any]]:
     commonest label where no other row shares it), so a column unique to each row (an id, a
     free text) scores as a guess, and only a value shared by rows with one label scores high.
     """
-    rows = data.manifest.rows
     found = []
     for target in data.schema.targets:
+        rows = data.index.rows(range(len(data.index)))
         labelled = [row for row in rows if not is_absent(row.get(target))]
         labels = [str(row[target]) for row in labelled]
         if not labels:
@@ -92,11 +96,19 @@ def inspect_manifest(
     data_config = _data_config(manifest, config, target, labels)
     targets = task_targets(load_config(config).model) if config else []
     data = prepare_data(data_config, targets=targets)
-    examples = [ex for split in data.splits.values() for ex in split]
-    presence = {
-        name: (sum(ex[name] is not None for ex in examples) / len(examples) if examples else 0.0)
-        for name in data.schema.fields
-    }
+    present = dict.fromkeys(data.schema.fields, 0)
+    splits = dict.fromkeys(data.splits, 0)  # rows that read cleanly, per split
+    for split, dataset in data.splits.items():
+        for chunk in loader(dataset, list, 64, workers_for(data_config)):
+            for item in chunk:
+                if isinstance(item, QuarantinedRow):
+                    data.quarantine.add(item)
+                    continue
+                splits[split] += 1
+                for name in present:
+                    present[name] += item[name] is not None
+    loaded = sum(splits.values())
+    presence = {name: count / loaded if loaded else 0.0 for name, count in present.items()}
     warnings = []
     if not data.schema.targets:
         warnings.append(
@@ -111,7 +123,7 @@ def inspect_manifest(
             "out of the inputs (data.fields or model.inputs)"
         )
     report: dict[str, Any] = {
-        "manifest": str(data.manifest.path),
+        "manifest": str(data.index.path),
         "schema_inferred": data.schema_inferred,
         "fields": {
             name: {
@@ -122,11 +134,11 @@ def inspect_manifest(
             for name, spec in data.schema.fields.items()
         },
         "rows": {
-            "read": len(examples) + len(data.quarantine),
-            "loaded": len(examples),
+            "read": loaded + len(data.quarantine),
+            "loaded": loaded,
             "quarantined": len(data.quarantine),
         },
-        "splits": {name: len(rows) for name, rows in data.splits.items()},
+        "splits": splits,
         "quarantine": data.quarantine.summary(),
         "warnings": warnings,
     }

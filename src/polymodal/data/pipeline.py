@@ -8,42 +8,30 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+import numpy as np
 import torch
 
 from polymodal.config import DataConfig
+from polymodal.data.cache import cache_root, open_store
+from polymodal.data.dataset import RowDataset
+from polymodal.data.modalities.base import FieldPreprocessor
 from polymodal.data.modalities.image import ImagePreprocessor
 from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
 from polymodal.data.modalities.text import TextPreprocessor
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import IGNORED_COLUMNS, Batch, Schema, infer_schema, is_absent
-from polymodal.data.sources import LINE_KEY, Manifest, Row, read_manifest
+from polymodal.data.sources import LINE_KEY, ManifestIndex, Row, index_manifest
 from polymodal.errors import ConfigError, DataError, RowError, did_you_mean
 from polymodal.io import atomic_write_text
 from polymodal.progress import progress_bar
 
 PREPROCESSOR_FILE = "preprocessor.json"
 SPLITS = ("train", "val", "test")
-
-
-class FieldPreprocessor(Protocol):
-    kind: str
-
-    def fit(self, rows: list[Row]) -> None: ...
-
-    def read(self, value: Any, base_dir: Path) -> torch.Tensor: ...
-
-    def collate(
-        self, items: list[torch.Tensor | None]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
-
-    def encoder_args(self) -> dict[str, Any]: ...
-
-    def state(self) -> dict[str, Any]: ...
 
 
 def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPreprocessor:
@@ -101,25 +89,32 @@ class Preprocessor:
         return cls(schema, fields, columns)
 
     def fit(
-        self, rows: list[Row], fitted: dict[str, FieldPreprocessor] | None = None
+        self, rows: Iterable[Row], fitted: dict[str, FieldPreprocessor] | None = None
     ) -> Preprocessor:
-        """Fit every field on ``rows``, except those given already ``fitted`` (taken as is)."""
+        """Fit every field in one pass over ``rows``, except those given already ``fitted``
+        (taken as is)."""
         fitted = fitted or {}
-        for name in self.fields:
-            if name in fitted:
-                given, own = type(fitted[name]).__name__, type(self.fields[name]).__name__
-                if given != own:
-                    raise ConfigError(
-                        f"field '{name}' is read by a {own} here but the fitted preprocessing "
-                        f"given for it is a {given}: an encoder taken from a saved model "
-                        "needs a field of the same kind"
-                    )
-                self.fields[name] = fitted[name]
-            else:
-                self.fields[name].fit(rows)
+        for name, given in fitted.items():
+            if name not in self.fields:
+                continue
+            own = type(self.fields[name]).__name__
+            if type(given).__name__ != own:
+                raise ConfigError(
+                    f"field '{name}' is read by a {own} here but the fitted preprocessing "
+                    f"given for it is a {type(given).__name__}: an encoder taken from a saved "
+                    "model needs a field of the same kind"
+                )
+            self.fields[name] = given
+        fitting = [pre for name, pre in self.fields.items() if name not in fitted]
+        for row in rows:
+            for pre in fitting:
+                pre.observe(row)
+        for pre in fitting:
+            pre.finish()
         return self
 
-    def _value(self, name: str, row: Row) -> Any:
+    def value(self, name: str, row: Row) -> Any:
+        """What field ``name`` reads from ``row``; None when it is absent there."""
         pre = self.fields[name]
         if isinstance(pre, TabularPreprocessor):
             return None if pre.is_missing(row) else {c: row.get(c) for c in pre.columns}
@@ -130,7 +125,7 @@ class Preprocessor:
         """Tensors for one row; raises RowError (with the field in ``field``) on a bad value."""
         out: Example = {LINE_KEY: row.get(LINE_KEY, 0)}
         for name, pre in self.fields.items():
-            value = self._value(name, row)
+            value = self.value(name, row)
             try:
                 out[name] = None if value is None else pre.read(value, base_dir)
             except RowError as err:
@@ -138,29 +133,30 @@ class Preprocessor:
                 raise
         return out
 
-    def examples(
-        self, rows: list[Row], base_dir: Path, quarantine: Quarantine, source: str, label: str = ""
-    ) -> list[Example]:
-        """Read every row; a bad row is quarantined with its reason and the rest go on."""
-        out = []
-        for row in progress_bar(rows, f"reading {label or source}"):
-            try:
-                out.append(self.example(row, base_dir))
-            except RowError as err:
-                field = getattr(err, "field", None)
-                line = int(row.get(LINE_KEY, 0))
-                quarantine.add(QuarantinedRow(source, line, err.reason, err.detail, field))
-        return out
+    def read(self, row: Row, base_dir: Path, source: str) -> Example | QuarantinedRow:
+        """``example``, or the quarantine record of a bad row."""
+        try:
+            return self.example(row, base_dir)
+        except RowError as err:
+            line = int(row.get(LINE_KEY, 0))
+            return QuarantinedRow(source, line, err.reason, err.detail, getattr(err, "field", None))
 
-    def collate(self, examples: list[Example]) -> Batch:
+    def collate(self, items: Sequence[Example | QuarantinedRow]) -> Batch:
+        """A Batch of the examples; bad rows among ``items`` are left out and listed in
+        ``Batch.quarantined`` (a row found bad while an epoch runs)."""
+        examples = [item for item in items if not isinstance(item, QuarantinedRow)]
+        bad = [item for item in items if isinstance(item, QuarantinedRow)]
+        if not examples:  # every row of it was bad: an empty batch that reports them
+            return Batch({}, {}, {}, [], bad)
         values, present, lengths = {}, {}, {}
         for name, pre in self.fields.items():
-            items = [ex.get(name) for ex in examples]
-            values[name], length = pre.collate(items)
-            present[name] = torch.tensor([x is not None for x in items], dtype=torch.bool)
+            column = [ex.get(name) for ex in examples]
+            values[name], length = pre.collate(column)
+            present[name] = torch.tensor([x is not None for x in column], dtype=torch.bool)
             if length is not None:
                 lengths[name] = length
-        return Batch(values, present, lengths, [int(ex[LINE_KEY]) for ex in examples])
+        rows = [int(ex[LINE_KEY]) for ex in examples]
+        return Batch(values, present, lengths, rows, bad)
 
     def encoder_args(self, name: str) -> dict[str, Any]:
         return self.fields[name].encoder_args()
@@ -192,65 +188,68 @@ class Preprocessor:
 
 @dataclass
 class PreparedData:
-    """A manifest read, split, fitted and turned into examples, with what was quarantined."""
+    """A manifest indexed and split, its schema settled and fitted, a dataset per split."""
 
-    manifest: Manifest
+    index: ManifestIndex
     schema: Schema
     preprocessor: Preprocessor
-    splits: dict[str, list[Example]]
+    splits: dict[str, RowDataset]
     quarantine: Quarantine
     schema_inferred: bool
 
 
-def split_rows(
-    rows: list[Row], data: DataConfig, seed: int, quarantine: Quarantine, source: str = ""
-) -> dict[str, list[Row]]:
-    """Use the manifest's split column, or a seeded random split by the configured fractions.
+def split_positions(
+    index: ManifestIndex, data: DataConfig, seed: int, quarantine: Quarantine
+) -> dict[str, np.ndarray]:
+    """Row positions per split: the manifest's split column, or a seeded random split by the
+    configured fractions.
 
     In a split column, an absent or empty value means train; a name other than train, val or
     test quarantines the row (it would otherwise sit in a split nothing reads).
     """
-    column = data.split_column
-    if any(column in row for row in rows):
-        splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
-        for row in rows:
-            value = row.get(column)
-            name = "train" if is_absent(value) else str(value).strip()
-            if name in splits:
-                splits[name].append(row)
-            else:
-                detail = f"{name!r} is not a split; use {', '.join(SPLITS)} (or leave it empty)"
-                line = int(row.get(LINE_KEY, 0))
-                quarantine.add(QuarantinedRow(source, line, "unknown split", detail, column))
-        return splits
-    order = list(range(len(rows)))
+    names = index.split_names
+    if any(name is not None for name in names):
+        # each distinct split value -> 0, 1, 2 (train, val, test; an empty value is train), or -1
+        code_of = np.array(
+            [0 if n is None else SPLITS.index(n) if n in SPLITS else -1 for n in names]
+        )
+        codes = code_of[index.split_codes]
+        for position in np.flatnonzero(codes < 0):
+            name = names[index.split_codes[position]]
+            detail = f"{name!r} is not a split; use {', '.join(SPLITS)} (or leave it empty)"
+            line = int(index.lines[position])
+            quarantine.add(
+                QuarantinedRow(str(index.path), line, "unknown split", detail, data.split_column)
+            )
+        return {name: np.flatnonzero(codes == i) for i, name in enumerate(SPLITS)}
+    order = list(range(len(index)))
     random.Random(seed).shuffle(order)
-    n_val, n_test = round(len(rows) * data.val_fraction), round(len(rows) * data.test_fraction)
+    n_val, n_test = round(len(index) * data.val_fraction), round(len(index) * data.test_fraction)
     picked = {
         "val": order[:n_val],
         "test": order[n_val : n_val + n_test],
         "train": order[n_val + n_test :],
     }
-    return {name: [rows[i] for i in sorted(picked[name])] for name in SPLITS}
+    return {name: np.asarray(sorted(picked[name]), dtype=np.int64) for name in SPLITS}
 
 
-def check_columns(schema: Schema, manifest: Manifest) -> None:
+def check_columns(schema: Schema, index: ManifestIndex) -> None:
     """Every column the schema reads holds a value in some row of the manifest.
 
     A field whose column is in no row (a typo, a renamed column) would otherwise train with
     that modality absent from every row, or a target with no labels.
     """
-    filled = {key for row in manifest.rows for key, value in row.items() if not is_absent(value)}
-    filled.discard(LINE_KEY)
-    columns = sorted(filled)
     for name in schema.fields:
         for column in schema.columns(name):
-            if column not in filled:
+            if column not in index.columns:
                 raise ConfigError(
                     f"data.fields.{name}: column '{column}' has no value in any row of "
-                    f"{manifest.path}{did_you_mean(column, columns)} (the manifest's columns: "
-                    f"{', '.join(columns)})"
+                    f"{index.path}{did_you_mean(column, index.columns)} (the manifest's "
+                    f"columns: {', '.join(index.columns)})"
                 )
+
+
+INFER_ROWS = 10_000  # an inferred schema looks at the first train rows, at most this many
 
 
 def prepare_data(
@@ -259,16 +258,23 @@ def prepare_data(
     preprocessor: Preprocessor | None = None,
     fitted: dict[str, FieldPreprocessor] | None = None,
     targets: Sequence[str] = (),
+    splits: Sequence[str] = SPLITS,
+    cache_dir: Path | None = None,
 ) -> PreparedData:
-    """Read the manifest, settle the schema, fit on train (unless given), read every split.
+    """Index the manifest, split it, settle the schema, fit on train (unless given) in one
+    pass over the train rows, and make a dataset for each of ``splits``.
 
-    ``fitted`` field preprocessors (those of encoders taken from a saved model) are not refit.
-    An inferred schema takes ``data.target``, else ``targets`` (the tasks' targets), as targets.
+    Nothing is decoded here unless ``data.cache`` asks for a store (``memory`` or ``disk``),
+    which is built (or found on disk, in ``data.cache_dir`` or else ``cache_dir``) for the
+    requested splits only. ``fitted`` field
+    preprocessors (those of encoders taken from a saved model) are not refit. An inferred
+    schema takes ``data.target``, else ``targets`` (the tasks' targets), as targets.
     """
     quarantine = Quarantine(strict=data.strict)
-    manifest = read_manifest(data.manifest, quarantine)
-    splits = split_rows(manifest.rows, data, seed, quarantine, str(manifest.path))
-    if not splits["train"] and preprocessor is None:
+    index = index_manifest(data.manifest, quarantine, data.split_column)
+    positions = split_positions(index, data, seed, quarantine)
+    train = positions["train"]
+    if not len(train) and preprocessor is None:
         raise DataError(
             f"{data.manifest}: no rows in the train split (column '{data.split_column}')"
         )
@@ -277,16 +283,18 @@ def prepare_data(
         if data.fields:
             schema = Schema(dict(data.fields))
         else:
-            schema = infer_schema(splits["train"], [data.target] if data.target else targets)
-        check_columns(schema, manifest)
-        preprocessor = Preprocessor.build(schema, data, manifest.columns).fit(
-            splits["train"], fitted
-        )
+            sample = index.rows(train[:INFER_ROWS])
+            schema = infer_schema(sample, [data.target] if data.target else targets)
+        check_columns(schema, index)
+        fitting = progress_bar(index.rows(train), "fitting on train rows", total=len(train))
+        preprocessor = Preprocessor.build(schema, data, index.columns).fit(fitting, fitted)
     else:
-        check_columns(preprocessor.schema, manifest)
-    source = str(manifest.path)
-    examples = {
-        name: preprocessor.examples(rows, manifest.base_dir, quarantine, source, name)
-        for name, rows in splits.items()
-    }
-    return PreparedData(manifest, preprocessor.schema, preprocessor, examples, quarantine, inferred)
+        check_columns(preprocessor.schema, index)
+    datasets = {}
+    for name in splits:
+        dataset = RowDataset(index, positions[name], preprocessor)
+        if data.cache != "none":
+            directory = None if data.cache == "memory" else cache_root(data, cache_dir)
+            dataset = dataset.with_store(open_store(dataset, directory, name), quarantine)
+        datasets[name] = dataset
+    return PreparedData(index, preprocessor.schema, preprocessor, datasets, quarantine, inferred)

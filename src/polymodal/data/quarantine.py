@@ -27,14 +27,20 @@ class Quarantine:
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self.rows: list[QuarantinedRow] = []
+        self._seen: set[tuple[str, int]] = set()
 
     def add(self, row: QuarantinedRow) -> None:
+        """Keep ``row``; one already kept (the same source line, met again in a later epoch)
+        is not kept twice."""
+        if (row.source, row.line) in self._seen:
+            return
         if self.strict:
             where = f"{row.source}:{row.line}" + (f" field '{row.field}'" if row.field else "")
             raise DataError(
                 f"{where}: {row.reason}: {row.detail} "
                 "(strict mode; fix the row or run without --strict to quarantine it)"
             )
+        self._seen.add((row.source, row.line))
         self.rows.append(row)
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from polymodal.config import FieldSpec
+from polymodal.data.quarantine import QuarantinedRow
 from polymodal.errors import DataError, did_you_mean
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -127,16 +128,18 @@ class Batch:
     """Collated tensors keyed by field name.
 
     ``values[f]`` holds the field's tensor (zeros where absent), ``present[f]`` a (B,) bool mask,
-    ``lengths[f]`` the token count of sequence fields, ``rows`` the manifest row numbers.
+    ``lengths[f]`` the token count of sequence fields, ``rows`` the manifest row numbers;
+    ``quarantined`` the rows found bad while this batch was read (left out of it).
     """
 
     values: dict[str, torch.Tensor]
     present: dict[str, torch.Tensor]
     lengths: dict[str, torch.Tensor] = field(default_factory=dict)
     rows: list[int] = field(default_factory=list)
+    quarantined: list[QuarantinedRow] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(next(iter(self.present.values())))
+        return len(self.rows)
 
     def to(self, device: torch.device | str) -> Batch:
         move = {k: v.to(device) for k, v in self.values.items()}
@@ -145,4 +148,5 @@ class Batch:
             {k: v.to(device) for k, v in self.present.items()},
             {k: v.to(device) for k, v in self.lengths.items()},
             self.rows,
+            self.quarantined,
         )

@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from polymodal.config import RunConfig, load_config
-from polymodal.data.pipeline import Example, prepare_data
+from polymodal.data.dataset import read_all, workers_for
+from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
 from polymodal.data.sources import LINE_KEY, Row
 from polymodal.errors import DataError
@@ -36,6 +37,7 @@ from polymodal.evaluate.confidence import (
     numeric_leaves,
     retrieval_intervals,
 )
+from polymodal.evaluate.run import read_split
 from polymodal.inference import batches
 from polymodal.io import atomic_write_text, write_json
 from polymodal.models.fusion import Attention
@@ -653,11 +655,10 @@ def write_report(
         raise DataError(f"{config_path} is missing; pass a folder written by 'polymodal train'")
     config = load_config(config_path)
     model = MultimodalModel.from_pretrained(run_dir / "best")
-    data = prepare_data(config.data, config.seed, preprocessor=model.preprocessor)
-    examples = data.splits.get(split) or []
-    if not examples:
-        raise DataError(f"split '{split}' has no rows; splits: {', '.join(data.splits)}")
-    rows = {int(row[LINE_KEY]): row for row in data.manifest.rows}
+    data = read_split(config, model, split)
+    dataset = data.splits[split]
+    examples = read_all(dataset, data.quarantine, workers_for(config.data))
+    rows = {int(row[LINE_KEY]): row for row in data.index.rows(dataset.positions[dataset.keep])}
     results = _read_json(run_dir / "results.json")
     outputs, weights = collect_outputs(model, examples, batch_size)
     with torch.no_grad():

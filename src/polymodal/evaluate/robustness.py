@@ -50,9 +50,15 @@ from PIL import Image, ImageOps
 
 from polymodal.config import load_config
 from polymodal.data.modalities.tabular import TabularPreprocessor
-from polymodal.data.pipeline import Example, FieldPreprocessor, Preprocessor, split_rows
+from polymodal.data.pipeline import (
+    SPLITS,
+    Example,
+    FieldPreprocessor,
+    Preprocessor,
+    split_positions,
+)
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
-from polymodal.data.sources import LINE_KEY, Row, read_manifest
+from polymodal.data.sources import LINE_KEY, Row, index_manifest
 from polymodal.errors import DataError, RowError
 from polymodal.evaluate.corruptions import CORRUPTIONS, MISSING_RATES, SEVERITIES, missing_rows
 from polymodal.inference import batches
@@ -103,12 +109,12 @@ def read_run_split(run_dir: Path, split: str, preprocessor: Preprocessor) -> Rea
         raise DataError(f"{config_path} is missing; pass a folder written by 'polymodal train'")
     config = load_config(config_path)
     quarantine = Quarantine(strict=config.data.strict)
-    manifest = read_manifest(config.data.manifest, quarantine)
-    source = str(manifest.path)
-    splits = split_rows(manifest.rows, config.data, config.seed, quarantine, source)
-    if not splits.get(split):
-        raise DataError(f"split '{split}' has no rows; splits: {', '.join(splits)}")
-    return read_rows(preprocessor, splits[split], manifest.base_dir, quarantine, source)
+    index = index_manifest(config.data.manifest, quarantine, config.data.split_column)
+    positions = split_positions(index, config.data, config.seed, quarantine).get(split)
+    if positions is None or not len(positions):
+        raise DataError(f"split '{split}' has no rows; splits: {', '.join(SPLITS)}")
+    rows = list(index.rows(positions))
+    return read_rows(preprocessor, rows, index.base_dir, quarantine, str(index.path))
 
 
 def relative_robustness(curve: Sequence[float]) -> float:

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from polymodal.config import load_config
-from polymodal.data.pipeline import prepare_data
+from polymodal.config import RunConfig, load_config
+from polymodal.data.dataset import workers_for
+from polymodal.data.pipeline import SPLITS, PreparedData, prepare_data
 from polymodal.errors import DataError
 from polymodal.inference import evaluate_model
 from polymodal.io import write_json
@@ -38,13 +39,11 @@ def evaluate_run(
         raise DataError(f"{config_path} is missing; pass a folder written by 'polymodal train'")
     config = load_config(config_path)
     model = MultimodalModel.from_pretrained(run_dir / "best")
-    data = prepare_data(config.data, config.seed, preprocessor=model.preprocessor)
-    if not data.splits.get(split):
-        raise DataError(f"split '{split}' has no rows; splits: {', '.join(data.splits)}")
+    data = read_split(config, model, split)
     scores: dict[str, Any] = {
         "split": split,
         "rows": len(data.splits[split]),
-        "tasks": evaluate_model(model, data.splits[split]),
+        "tasks": evaluate_model(model, data.splits[split], workers=workers_for(config.data)),
     }
     write_json(run_dir / f"eval_{split}.json", scores)
     if robustness:
@@ -79,3 +78,19 @@ def evaluate_run(
 
 def _saved(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_split(config: RunConfig, model: MultimodalModel, split: str) -> PreparedData:
+    """The run's manifest with only ``split`` read, through the model's preprocessing."""
+    if split not in SPLITS:
+        raise DataError(f"split '{split}' has no rows; splits: {', '.join(SPLITS)}")
+    data = prepare_data(
+        config.data,
+        config.seed,
+        preprocessor=model.preprocessor,
+        splits=(split,),
+        cache_dir=config.train.out_dir / "cache",
+    )
+    if not len(data.splits[split]):
+        raise DataError(f"split '{split}' has no rows; splits: {', '.join(SPLITS)}")
+    return data

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from polymodal import __version__
 from polymodal.config import (
@@ -68,10 +69,17 @@ class MultimodalModel(nn.Module):
         return list(self.encoders)
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
-        return {
-            name: encoder(batch.values[name], batch.lengths.get(name))
-            for name, encoder in self.encoders.items()
-        }
+        """Each input field encoded; an encoder with ``checkpointing`` recomputes its
+        activations in the backward pass instead of keeping them."""
+        encoded = {}
+        for name, encoder in self.encoders.items():
+            inputs = (batch.values[name], batch.lengths.get(name))
+            options = self.config.encoders.get(name)
+            if options is not None and options.checkpointing and self.training:
+                encoded[name] = checkpoint(encoder, *inputs, use_reentrant=False)
+            else:
+                encoded[name] = encoder(*inputs)
+        return encoded
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         """Each task's outputs, keyed by task name."""
@@ -82,7 +90,12 @@ class MultimodalModel(nn.Module):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the task losses, and each task's loss value."""
-        outputs = self(batch)
+        return self.losses(self(batch), batch)
+
+    def losses(
+        self, outputs: dict[str, Any], batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``loss`` from outputs already computed (by a DistributedDataParallel wrapper)."""
         parts = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
         weights = {_task_name(t): t.weight for t in self.config.tasks}
         total = sum(weights[name] * value for name, value in parts.items())

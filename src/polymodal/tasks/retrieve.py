@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymodal.data.schema import Batch
-from polymodal.losses import info_nce
+from polymodal.losses import info_nce_gathered
 from polymodal.metrics.retrieval import retrieval_scores
 from polymodal.models.encoders.base import Encoded
 from polymodal.tasks.base import Task
@@ -58,9 +58,7 @@ class Retrieve(Task):
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         keep = outputs["query_present"] & outputs["gallery_present"]
-        if keep.sum() < 2:
-            return outputs["query"].sum() * 0.0
-        return info_nce(outputs["query"][keep], outputs["gallery"][keep], self.logit_scale)
+        return info_nce_gathered(outputs["query"][keep], outputs["gallery"][keep], self.logit_scale)
 
     def collect(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         keep = outputs["query_present"] & outputs["gallery_present"]

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polymodal.config import RunConfig, dump_config, task_targets
+from polymodal.config import RunConfig, dump_config, load_config, task_targets
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.errors import ConfigError, DataError
 from polymodal.inference import evaluate_model
 from polymodal.io import atomic_write_text, write_json
 from polymodal.models.model import MultimodalModel, build_model
 from polymodal.models.transfer import load_encoders, transferred_preprocessors
+from polymodal.train.checkpoint import CheckpointKeeper
+from polymodal.train.distributed import DistContext, barrier, init_distributed
 from polymodal.train.trainer import Trainer, TrainResult, seed_everything
 
 Log = Callable[[str], None]
@@ -86,61 +88,110 @@ def run_training(
     log: Log = print,
     data: PreparedData | None = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> RunResult:
-    """Train per ``config``: config.yaml, quarantine.jsonl, metrics.jsonl, best/, results.json.
+    """Train per ``config``: config.yaml, quarantine.jsonl, metrics.jsonl, TensorBoard events,
+    checkpoints/, best/, results.json in ``config.run_dir``.
 
     ``data`` reuses data already prepared for the same ``config.data`` (several runs, one read).
     A run directory that exists is refused unless ``overwrite``, which clears it; nothing is
-    written before the data has been read and checked against the config.
+    written before the data has been read and checked against the config. ``resume`` goes on
+    from the run directory's newest checkpoint instead. Under ``torchrun`` every process runs
+    this; only the first writes files.
     """
     run_dir = config.run_dir
-    refuse_existing(run_dir, overwrite, _is_run_dir, "run directory")  # before reading data
-    data = data or prepare_data(
-        config.data,
-        config.seed,
-        fitted=transferred_preprocessors(config.model),
-        targets=task_targets(config.model),
-    )
-    fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    for line in describe_data(data):
+    dist = init_distributed(config.train.device)
+    checkpoint = None
+    if resume:
+        checkpoint = CheckpointKeeper(run_dir / "checkpoints").latest()
+        if checkpoint is None:
+            raise DataError(f"{run_dir} holds no checkpoint to resume from; train it anew")
+    else:
+        refuse_existing(run_dir, overwrite, _is_run_dir, "run directory")  # before reading data
+    data = data or _prepare(config, dist)
+    if dist.is_main and not resume:
+        fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    barrier()
+    for line in describe_data(data) if dist.is_main else ():
         log(line)
-    if len(data.quarantine):
+    if len(data.quarantine) and dist.is_main:
         log(f"quarantined rows and reasons: {data.quarantine.write(run_dir / 'quarantine.jsonl')}")
-    if not data.splits["train"]:
+    if not len(data.splits["train"]):
         counts = ", ".join(f"{n} {reason}" for reason, n in data.quarantine.counts().items())
         raise DataError(
             f"{config.data.manifest}: no train row can be used, nothing to train on "
             f"(quarantined: {counts or 'none'}; see {run_dir / 'quarantine.jsonl'})"
         )
-    if not data.splits.get("val"):
+    if not len(data.splits["val"]) and dist.is_main:
         log("no validation rows: every epoch is kept as the best so far, and no score is shown")
     seed_everything(config.seed)
     model = build_model(config.model, data.preprocessor)
-    for name in load_encoders(model):
+    for name in load_encoders(model) if checkpoint is None else ():
         frozen = " (frozen)" if name in model.frozen else ""
         log(f"encoder '{name}' starts from {config.model.encoders[name].init_from}{frozen}")
     trainer = Trainer(
         model,
         data.splits["train"],
-        data.splits.get("val", []),
+        data.splits["val"],
         config.train,
+        config.data,
         run_dir,
+        dist,
+        data.quarantine,
         config.seed,
         log,
     )
-    result = trainer.fit()
-    best = MultimodalModel.from_pretrained(result.best_dir)
-    test = evaluate_model(best, data.splits.get("test", []))
-    write_json(
-        run_dir / "results.json",
-        {
-            "name": config.name,
-            "best_epoch": result.best_epoch,
-            "val_score": result.best_score,
-            "test": test,
-            "train_seconds": round(result.seconds, 3),
-            "quarantined": data.quarantine.counts(),
-        },
-    )
+    result = trainer.fit(resume=checkpoint)
+    test: dict[str, Any] = {}
+    if dist.is_main:
+        best = MultimodalModel.from_pretrained(result.best_dir)
+        test = evaluate_model(
+            best, data.splits["test"], workers=trainer.workers, quarantine=data.quarantine
+        )
+        if len(data.quarantine):
+            data.quarantine.write(run_dir / "quarantine.jsonl")
+        write_json(
+            run_dir / "results.json",
+            {
+                "name": config.name,
+                "best_epoch": result.best_epoch,
+                "val_score": result.best_score,
+                "stopped": result.stopped,
+                "test": test,
+                "train_seconds": round(result.seconds, 3),
+                "quarantined": data.quarantine.counts(),
+            },
+        )
+    barrier()
     return RunResult(run_dir, result.best_dir, test, result, data)
+
+
+def _prepare(config: RunConfig, dist: DistContext) -> PreparedData:
+    """The run's data; under DDP the first process builds a disk store before the others
+    open it (they would otherwise all build it at once)."""
+
+    def prepare() -> PreparedData:
+        return prepare_data(
+            config.data,
+            config.seed,
+            fitted=transferred_preprocessors(config.model),
+            targets=task_targets(config.model),
+            cache_dir=config.train.out_dir / "cache",
+        )
+
+    if not dist.enabled or config.data.cache != "disk":
+        return prepare()
+    data = prepare() if dist.is_main else None
+    barrier()
+    return data or prepare()
+
+
+def resume_training(run_dir: str | Path, log: Log = print) -> RunResult:
+    """Go on with the run in ``run_dir`` from its newest checkpoint, with its own config."""
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(
+            f"{config_path} is missing; --resume takes a folder 'polymodal train' wrote"
+        )
+    return run_training(load_config(config_path), log, resume=True)

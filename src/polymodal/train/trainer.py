@@ -1,4 +1,5 @@
-"""The Trainer: AdamW, warmup + cosine schedule, clipping, per-epoch validation, best checkpoint."""
+"""The Trainer: AdamW, warmup + cosine schedule, clipping, accumulation, precision, per-epoch
+validation, the best model, checkpoints that resume bit for bit, DDP, TensorBoard."""
 
 from __future__ import annotations
 
@@ -6,27 +7,38 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
 
-from polymodal.config import TrainConfig
-from polymodal.data.pipeline import Example
+from polymodal.config import DataConfig, TrainConfig
+from polymodal.data.dataset import RowDataset, available_cpus, loader, workers_for
+from polymodal.data.quarantine import Quarantine, QuarantinedRow
+from polymodal.data.schema import Batch
+from polymodal.errors import ConfigError, DataError
 from polymodal.inference import evaluate_model, main_score
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
+from polymodal.train.checkpoint import CheckpointKeeper, capture_rng, load_state, restore_rng
+from polymodal.train.distributed import DistContext, gather_variable
+from polymodal.train.logging import TrainingLog
+from polymodal.train.precision import resolve_precision
+from polymodal.train.sampler import ResumableSampler
+
+Log = Callable[[str], None]
+LOG_EVERY = 20  # optimizer steps between TensorBoard points
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a generator for data shuffling."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the generators dropout and initialisation draw from)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -37,6 +49,17 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+class Schedule:
+    """``warmup_cosine`` over a total that a time budget may shrink while the run goes on."""
+
+    def __init__(self, warmup_ratio: float, total: int) -> None:
+        self.warmup_ratio = warmup_ratio
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(step, int(self.warmup_ratio * self.total), self.total)
+
+
 @dataclass
 class TrainResult:
     best_dir: Path
@@ -44,99 +67,364 @@ class TrainResult:
     best_score: float | None  # None without validation rows (the last epoch is kept)
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None  # why training ended before its last epoch, if it did
+
+
+def parameter_groups(model: MultimodalModel, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight matrices decay, biases and norms do not; each encoder's
+    ``lr_scale`` multiplies its learning rate."""
+    scales = {f"encoders.{n}.": c.lr_scale for n, c in model.config.encoders.items()}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        scale = next((s for prefix, s in scales.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((scale, parameter.ndim >= 2), []).append(parameter)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
+        for (scale, decay), params in sorted(groups.items(), key=lambda item: item[0])
+    ]
+
+
+def choose_threads(workers: int, requested: int | None) -> int:
+    """Torch CPU threads: as asked, else the CPUs this process may use less the data workers
+    (threads beyond the free cores only thrash, and slow everyone on a busy machine)."""
+    return requested or max(1, available_cpus() - workers)
 
 
 class Trainer:
-    """Trains ``model`` on ``train`` examples, validating on ``val`` after every epoch.
+    """Trains ``model`` on the ``train`` dataset, validating on ``val`` after every epoch.
 
-    Writes ``out_dir/metrics.jsonl`` (one line per epoch) and the best model (by the tasks'
-    main metrics on ``val``; the last epoch, with no score, when there are no val rows) to
-    ``out_dir/best``.
+    Writes ``out_dir/metrics.jsonl`` (one line per epoch), TensorBoard events, checkpoints in
+    ``out_dir/checkpoints`` and the best model (by the tasks' main metrics on ``val``; the
+    last epoch, with no score, when there are no val rows) to ``out_dir/best``. Only the
+    main DDP rank writes.
     """
 
     def __init__(
         self,
         model: MultimodalModel,
-        train: list[Example],
-        val: list[Example],
+        train: RowDataset,
+        val: RowDataset | None,
         config: TrainConfig,
+        data: DataConfig,
         out_dir: str | Path,
+        dist: DistContext,
+        quarantine: Quarantine,
         seed: int = 0,
-        log: Any = None,
+        log: Log | None = None,
     ) -> None:
         self.model = model
-        self.train_examples = train
-        self.val_examples = val
+        self.train_data = train
+        self.val_data = val if val is not None and len(val) else None
         self.config = config
+        self.workers = workers_for(data)
         self.out_dir = Path(out_dir)
+        self.dist = dist
+        self.quarantine = quarantine
         self.seed = seed
-        self.log = log or (lambda message: None)
+        self.log = log if log is not None and dist.is_main else (lambda message: None)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-        rest = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
-        groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=self.config.lr)
+    # --- pieces -------------------------------------------------------------------------
 
-    def fit(self) -> TrainResult:
-        cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        generator = seed_everything(self.seed)
-        device = torch.device(cfg.device)
-        model = self.model.to(device)
-        loader = DataLoader(
-            self.train_examples,  # type: ignore[arg-type]
-            batch_size=cfg.batch_size,
+    def _batches(self, sampler: ResumableSampler) -> Any:
+        """The train loader, made once: persistent workers serve every epoch."""
+        return loader(
+            self.train_data,
+            self.model.preprocessor.collate,
+            self.config.batch_size // self.dist.world_size,
+            self.workers,
+            sampler,
+            self.dist.device,
+        )
+
+    def _note_bad_rows(self, rows: list[QuarantinedRow]) -> None:
+        for row in rows:
+            self.quarantine.add(row)
+
+    def _validate(self) -> dict[str, dict[str, Any]]:
+        if self.val_data is None:
+            return {}
+        return evaluate_model(
+            self.model,
+            self.val_data,
+            batch_size=max(256, self.config.batch_size),
+            device=self.dist.device,
+            workers=self.workers,
+            shard=(self.dist.rank, self.dist.world_size),
+            gather=gather_variable,
+            quarantine=self.quarantine,
+        )
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def fit(self, resume: Path | None = None) -> TrainResult:
+        cfg, dist = self.config, self.dist
+        if cfg.batch_size % dist.world_size:
+            raise ConfigError(
+                f"train.batch_size {cfg.batch_size} must divide by the {dist.world_size} "
+                "processes (it is the global batch)"
+            )
+        if dist.device.type == "cpu":
+            torch.set_num_threads(choose_threads(self.workers, cfg.threads))
+        precision = resolve_precision(cfg.precision, dist.device, self.log)
+        model = self.model.to(dist.device)
+        wrapped: torch.nn.Module = model
+        if dist.enabled:
+            ids = [dist.device.index] if dist.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=ids)
+        sampler = ResumableSampler(
+            len(self.train_data),
             shuffle=True,
-            collate_fn=model.preprocessor.collate,
-            generator=generator,
-            drop_last=len(self.train_examples) > cfg.batch_size,
+            seed=self.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            drop_last=dist.enabled,
         )
-        total = cfg.epochs * len(loader)
-        optimizer = self._optimizer()
-        warmup = int(cfg.warmup_ratio * total)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total)
+        per_rank = cfg.batch_size // dist.world_size
+        batches_per_epoch = max(1, math.ceil(sampler.per_rank / per_rank))
+        steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate)
+        schedule = Schedule(cfg.warmup_ratio, cfg.epochs * steps_per_epoch)
+        groups = parameter_groups(model, cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            [{**g, "lr": cfg.lr * g["lr_scale"]} for g in groups], lr=cfg.lr
         )
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scaler = precision.make_scaler()
+        keeper = CheckpointKeeper(self.out_dir / "checkpoints", cfg.keep_checkpoints)
+        state = _Progress()
+        if resume is not None:
+            rng, saved = load_state(
+                resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+            )
+            state = _Progress.from_dict(saved)
+            schedule.total = state.total_steps or schedule.total
+            restore_rng(rng)
+            self.log(f"resumed from {resume} (epoch {state.epoch}, step {state.step})")
+        else:
+            seed_everything(self.seed)
         history_path = self.out_dir / "metrics.jsonl"
-        history_path.write_text("", encoding="utf-8")
-        best = TrainResult(self.out_dir / "best", 0, None)
-        start = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            losses = []
-            for batch in progress_bar(loader, f"epoch {epoch}/{cfg.epochs}"):
-                loss, _ = model.loss(batch.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
-            val = evaluate_model(model, self.val_examples, device=cfg.device)
+        if dist.is_main:
+            history_path.write_text(
+                "".join(json.dumps(record) + "\n" for record in state.history), encoding="utf-8"
+            )
+        board = TrainingLog(self.out_dir, enabled=dist.is_main)
+        best_dir = self.out_dir / "best"
+        start = time.perf_counter() - state.seconds
+        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+
+        def checkpoint() -> None:
+            state.seconds = time.perf_counter() - start
+            state.total_steps = schedule.total
+            if dist.is_main:
+                keeper.save(
+                    state.step,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    rng=capture_rng(),
+                    progress=state.to_dict(),
+                )
+
+        batches = self._batches(sampler)
+        epoch = state.epoch
+        while epoch < cfg.epochs and state.stopped is None:
+            epoch += 1
+            wrapped.train()
+            sampler.set_epoch(epoch)
+            sampler.set_start(state.batches_done * per_rank)
+            timer = _Timer()
+            for batch in timer.wrap(progress_bar(batches, f"epoch {epoch}/{cfg.epochs}")):
+                self._note_bad_rows(batch.quarantined)
+                state.batches_done += 1
+                if not len(batch):  # every row of it was bad
+                    continue
+                loss = self._accumulate(wrapped, model, batch, precision, scaler)
+                state.loss_sum += loss * len(batch)
+                state.rows += len(batch)
+                timer.rows += len(batch)
+                if state.batches_done % cfg.accumulate and state.batches_done < batches_per_epoch:
+                    continue
+                self._step(model, optimizer, scaler)
+                scheduler.step()
+                state.step += 1
+                if dist.is_main and state.step % LOG_EVERY == 0:
+                    board.scalars(state.step, timer.scalars(loss, scheduler), "train")
+                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if budget and time.perf_counter() - start > budget:
+                    state.stopped = f"time budget of {cfg.max_minutes:g} minutes"
+                    break
+            if not timer.rows and not state.step:
+                counts = ", ".join(f"{n} {r}" for r, n in self.quarantine.counts().items())
+                if dist.is_main:
+                    self.quarantine.write(self.out_dir / "quarantine.jsonl")
+                raise DataError(
+                    "no train row can be used, nothing to train on (every row read in epoch "
+                    f"{epoch} was bad; quarantined: {counts or 'none'})"
+                )
+            val = self._validate()
             score = main_score(val, model) if val else None
             record = {
                 "epoch": epoch,
-                "train_loss": sum(losses) / max(1, len(losses)),
-                "lr": schedule.get_last_lr()[0],
+                "train_loss": state.loss_sum / max(1, state.rows),
+                "lr": scheduler.get_last_lr()[0],
                 "val_score": score,
                 "val": val,
+                "rows_per_s": round(timer.rows / max(timer.total, 1e-9), 1),
+                "data_wait": round(timer.waiting / max(timer.total, 1e-9), 4),
                 "seconds": round(time.perf_counter() - start, 3),
             }
-            best.history.append(record)
-            with history_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            improved = score is None or best.best_score is None or score > best.best_score
-            if improved:
-                best.best_epoch, best.best_score = epoch, score
-                model.save_pretrained(best.best_dir)
+            state.history.append(record)
+            improved = state.improve(score, self._watched(val, score), cfg)
+            if dist.is_main:
+                with history_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                board.metrics(state.step, val)
+                board.scalars(state.step, {"rows_per_s": record["rows_per_s"]}, "train")
+                if improved:
+                    model.save_pretrained(best_dir)
+                if len(self.quarantine):
+                    self.quarantine.write(self.out_dir / "quarantine.jsonl")
             shown = "" if score is None else f"  val {score:.4f}{'  (best)' if improved else ''}"
             self.log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}{shown}")
-        best.seconds = time.perf_counter() - start
-        return best
+            if state.patience_left == 0:
+                state.stopped = f"no improvement for {cfg.early_stopping.patience} epochs"  # type: ignore[union-attr]
+            if budget and state.stopped is None:
+                schedule.total = self._fit_budget(state, steps_per_epoch, budget, start)
+            state.epoch, state.batches_done, state.loss_sum, state.rows = epoch, 0, 0.0, 0
+            checkpoint()
+        board.close()
+        if state.stopped:
+            self.log(f"stopped early: {state.stopped}")
+        return TrainResult(
+            best_dir,
+            state.best_epoch,
+            state.best_score,
+            state.history,
+            time.perf_counter() - start,
+            state.stopped,
+        )
+
+    def _accumulate(
+        self,
+        wrapped: torch.nn.Module,
+        model: MultimodalModel,
+        batch: Batch,
+        precision: Any,
+        scaler: torch.amp.GradScaler | None,
+    ) -> float:
+        """Forward and backward of one batch; its gradient adds to those before it."""
+        batch = batch.to(self.dist.device)
+        with precision.autocast(self.dist.device):
+            loss, _ = model.losses(wrapped(batch), batch)
+        scaled = loss / self.config.accumulate
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        return float(loss.detach())
+
+    def _step(
+        self,
+        model: MultimodalModel,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _watched(self, val: dict[str, Any], score: float | None) -> float | None:
+        """The number early stopping watches: ``TASK.METRIC``, or the best-model score."""
+        stopping = self.config.early_stopping
+        if stopping is None or stopping.metric is None or not val:
+            return score
+        task, _, metric = stopping.metric.partition(".")
+        return float(val[task][metric])
+
+    def _fit_budget(
+        self, state: _Progress, steps_per_epoch: int, budget: float, start: float
+    ) -> int:
+        """The schedule's total steps, shrunk so the remaining epochs fit the time budget."""
+        elapsed = time.perf_counter() - start
+        per_epoch = elapsed / max(1, len(state.history))
+        epochs_fit = len(state.history) + max(0, int((budget - elapsed) / per_epoch))
+        return max(state.step, min(self.config.epochs, epochs_fit) * steps_per_epoch)
+
+
+class _Timer:
+    """Splits an epoch's time into waiting for data and the rest."""
+
+    def __init__(self) -> None:
+        self.waiting = 0.0
+        self.started = time.perf_counter()
+        self.rows = 0
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+    def wrap(self, batches: Any) -> Iterator[Batch]:
+        iterator = iter(batches)
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.waiting += time.perf_counter() - asked
+            yield batch
+
+    def scalars(self, loss: float, scheduler: Any) -> dict[str, float]:
+        return {
+            "loss": loss,
+            "lr": scheduler.get_last_lr()[0],
+            "rows_per_s": self.rows / max(self.total, 1e-9),
+            "data_wait_fraction": self.waiting / max(self.total, 1e-9),
+        }
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint saves besides tensors (JSON)."""
+
+    epoch: int = 0  # epochs finished
+    batches_done: int = 0  # batches of the current epoch already trained on
+    step: int = 0  # optimizer steps
+    loss_sum: float = 0.0
+    rows: int = 0
+    best_epoch: int = 0
+    best_score: float | None = None
+    watched_best: float | None = None
+    patience_left: int | None = None
+    total_steps: int | None = None
+    seconds: float = 0.0
+    stopped: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def improve(self, score: float | None, watched: float | None, cfg: TrainConfig) -> bool:
+        """Record an epoch's scores; True when its model is the best so far."""
+        epoch = len(self.history)
+        improved = score is None or self.best_score is None or score > self.best_score
+        if improved:
+            self.best_epoch, self.best_score = epoch, score
+        if cfg.early_stopping is not None and watched is not None:
+            delta = cfg.early_stopping.min_delta
+            if self.watched_best is None or watched > self.watched_best + delta:
+                self.watched_best, self.patience_left = watched, cfg.early_stopping.patience
+            else:
+                self.patience_left = (self.patience_left or cfg.early_stopping.patience) - 1
+        return improved
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> _Progress:
+        return cls(**saved)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from polymodal.data.modalities.base import RowFitter
 from polymodal.errors import RowError
 
 DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # Pillow's own hard limit
@@ -27,7 +28,7 @@ _UPRIGHT = {
 }
 
 
-class ImagePreprocessor:
+class ImagePreprocessor(RowFitter):
     """Reads an image path into a uint8 (3, size, size) tensor; collates to normalised floats."""
 
     kind = "image"
@@ -46,14 +47,20 @@ class ImagePreprocessor:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
-    def fit(self, rows: list[dict[str, Any]]) -> None:
-        """Images need no statistics from the data."""
-
     def read(self, value: Any, base_dir: Path) -> torch.Tensor:
+        return self.decode(self.resolve(value, base_dir))
+
+    @staticmethod
+    def resolve(value: Any, base_dir: Path) -> Path:
+        """The image file a cell names (relative to ``base_dir``), which must exist."""
         path = Path(str(value)).expanduser()
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
             raise RowError("missing image file", f"{path} does not exist")
+        return path
+
+    def decode(self, path: Path) -> torch.Tensor:
+        """A uint8 (3, size, size) tensor of the image at ``path``."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from polymodal.data.modalities.base import RowFitter
 from polymodal.data.schema import is_absent
 from polymodal.errors import RowError
 
@@ -46,7 +47,7 @@ def _number(column: str, value: Any) -> float | None:
     return number
 
 
-class TabularPreprocessor:
+class TabularPreprocessor(RowFitter):
     """Numeric and categorical columns of one tabular field."""
 
     kind = "tabular"
@@ -56,6 +57,8 @@ class TabularPreprocessor:
         self.categorical = list(categorical)
         self.mean: dict[str, float] = {}
         self.std: dict[str, float] = {}
+        self._moments: dict[str, tuple[int, float, float]] = {}  # count, mean, sum of squares
+        self._seen: dict[str, set[str]] = {}
         self._set_categories({})
 
     def _set_categories(self, categories: dict[str, list[str]]) -> None:
@@ -72,26 +75,32 @@ class TabularPreprocessor:
             is_absent(row.get(c)) for c in self.categorical
         )
 
-    def fit(self, rows: list[dict[str, Any]]) -> None:
-        """Means and standard deviations (numeric), value lists (categorical); train rows only."""
+    def observe(self, row: dict[str, Any]) -> None:
+        """Running mean and variance (Welford) per numeric column, values per categorical one;
+        a value that is not a number is left out here (reading quarantines its row)."""
         for column in self.numeric:
-            values = []
-            for row in rows:
-                try:
-                    number = _number(column, row.get(column))
-                except RowError:
-                    continue
-                if number is not None:
-                    values.append(number)
-            mean = sum(values) / len(values) if values else 0.0
-            var = sum((v - mean) ** 2 for v in values) / len(values) if values else 0.0
+            try:
+                number = _number(column, row.get(column))
+            except RowError:
+                continue
+            if number is not None:
+                count, mean, squares = self._moments.get(column, (0, 0.0, 0.0))
+                count += 1
+                delta = number - mean
+                mean += delta / count
+                self._moments[column] = (count, mean, squares + delta * (number - mean))
+        for column in self.categorical:
+            if not is_absent(row.get(column)):
+                self._seen.setdefault(column, set()).add(str(row[column]))
+
+    def finish(self) -> None:
+        """Means and standard deviations (numeric), sorted value lists (categorical)."""
+        for column in self.numeric:
+            count, mean, squares = self._moments.get(column, (0, 0.0, 0.0))
             self.mean[column] = mean
-            self.std[column] = math.sqrt(var) or 1.0
-        seen = {
-            c: sorted({str(r[c]) for r in rows if not is_absent(r.get(c))})
-            for c in self.categorical
-        }
-        self._set_categories(seen)
+            self.std[column] = math.sqrt(squares / count) if count else 1.0
+            self.std[column] = self.std[column] or 1.0
+        self._set_categories({c: sorted(self._seen.get(c, ())) for c in self.categorical})
 
     def read(self, value: dict[str, Any], base_dir: Path) -> torch.Tensor:
         out = []
@@ -134,7 +143,7 @@ class TabularPreprocessor:
         return pre
 
 
-class LabelPreprocessor:
+class LabelPreprocessor(RowFitter):
     """Class labels to ids; a label outside the label set is a row error."""
 
     kind = "label"
@@ -143,11 +152,15 @@ class LabelPreprocessor:
         self.column = column
         self.labels = None if labels is None else [str(x) for x in labels]
         self.fixed = labels is not None
+        self._seen: set[str] = set()
 
-    def fit(self, rows: list[dict[str, Any]]) -> None:
+    def observe(self, row: dict[str, Any]) -> None:
+        if not self.fixed and not is_absent(row.get(self.column)):
+            self._seen.add(str(row[self.column]))
+
+    def finish(self) -> None:
         if not self.fixed:
-            seen = {str(r[self.column]) for r in rows if not is_absent(r.get(self.column))}
-            self.labels = sorted(seen)
+            self.labels = sorted(self._seen)
 
     def read(self, value: Any, base_dir: Path) -> torch.Tensor:
         assert self.labels is not None, "fit() the preprocessor before reading rows"

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
+from polymodal.data.modalities.base import RowFitter
 from polymodal.errors import ConfigError, RowError
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
@@ -53,6 +54,13 @@ class WordTokenizer:
     ) -> WordTokenizer:
         """Vocabulary by descending frequency (ties alphabetical), words seen >= min_freq."""
         counts = Counter(word for text in texts for word in cls.split(text))
+        return cls.from_counts(counts, min_freq, max_size)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Counter[str], min_freq: int = 1, max_size: int | None = None
+    ) -> WordTokenizer:
+        """The vocabulary of ``fit`` from word counts gathered elsewhere."""
         words = sorted(
             (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
         )
@@ -117,7 +125,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     return HFTokenizer(_Tokenizer.from_str(state["json"]))
 
 
-class TextPreprocessor:
+class TextPreprocessor(RowFitter):
     """Turns a string into token ids (truncated to ``max_length``); collates with padding."""
 
     kind = "text"
@@ -136,11 +144,16 @@ class TextPreprocessor:
         self.min_freq = min_freq
         self.max_vocab = max_vocab
         self.tokenizer: Tokenizer | None = None
+        self._counts: Counter[str] = Counter()
 
-    def fit(self, rows: list[dict[str, Any]]) -> None:
+    def observe(self, row: dict[str, Any]) -> None:
+        text = row.get(self.column)
+        if self.tokenizer_name == "word" and isinstance(text, str):
+            self._counts.update(WordTokenizer.split(text))
+
+    def finish(self) -> None:
         if self.tokenizer_name == "word":
-            texts = (r[self.column] for r in rows if isinstance(r.get(self.column), str))
-            self.tokenizer = WordTokenizer.fit(texts, self.min_freq, self.max_vocab)
+            self.tokenizer = WordTokenizer.from_counts(self._counts, self.min_freq, self.max_vocab)
         else:
             self.tokenizer = HFTokenizer.load(self.tokenizer_name)
 
