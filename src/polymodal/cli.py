@@ -110,19 +110,60 @@ def _results_table(title: str, scores: dict[str, dict[str, Any]]) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from polymodal.config import load_config
-    from polymodal.train.run import run_training
+    from polymodal.train.distributed import shutdown_distributed
+    from polymodal.train.run import resume_training, run_training
 
-    overrides = list(args.set or [])
-    if args.strict:
-        overrides.append("data.strict=true")
+    try:
+        if args.resume:
+            if args.config or args.set or args.overwrite:
+                raise ConfigError(
+                    "train --resume RUN_DIR goes on with the run's own config.yaml; "
+                    "give no CONFIG, --set or --overwrite with it"
+                )
+            result = resume_training(args.resume, print)
+        else:
+            if not args.config:
+                raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+            overrides = list(args.set or [])
+            if args.strict:
+                overrides.append("data.strict=true")
+            if args.device:
+                overrides.append(f"train.device={args.device}")
+            config = load_config(args.config, overrides)
+            result = run_training(config, print, overwrite=args.overwrite)
+    finally:
+        shutdown_distributed()
+    if result.run_dir.is_dir() and (result.run_dir / "results.json").is_file():
+        console = _console()
+        if result.test:
+            console.print(_results_table("test split (every metric: results.json)", result.test))
+        else:
+            console.print("no test rows: nothing was scored on a held-out split")
+        print(f"best model: {result.model_dir}\nrun files: {result.run_dir}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from polymodal.config import load_config, task_targets
+    from polymodal.data.cache import cache_root
+    from polymodal.data.pipeline import prepare_data
+    from polymodal.models.transfer import transferred_preprocessors
+
+    overrides = [f"data.manifest={args.manifest}", "data.cache=disk", *(args.set or [])]
     config = load_config(args.config, overrides)
-    result = run_training(config, print, overwrite=args.overwrite)
-    console = _console()
-    if result.test:
-        console.print(_results_table("test split (every metric: results.json)", result.test))
-    else:
-        console.print("no test rows: nothing was scored on a held-out split")
-    print(f"best model: {result.model_dir}\nrun files: {result.run_dir}")
+    root = cache_root(config.data, config.train.out_dir / "cache")
+    data = prepare_data(
+        config.data,
+        config.seed,
+        fitted=transferred_preprocessors(config.model),
+        targets=task_targets(config.model),
+        cache_dir=root,
+    )
+    for name, split in data.splits.items():
+        print(f"{name}: {len(split)} rows in {split.store.folder}")  # type: ignore[union-attr]
+    if len(data.quarantine):
+        counts = ", ".join(f"{n} {reason}" for reason, n in data.quarantine.counts().items())
+        print(f"quarantined {len(data.quarantine)} rows: {counts}")
     return 0
 
 
@@ -286,13 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--target", help="the target column, when fields are inferred")
     ins.add_argument("--labels", help="comma-separated label set for the target")
     ins.add_argument(
-        "--quarantine", help="where to write quarantined rows (default: beside the manifest)"
+        "--quarantine", help="write every quarantined row, with its reason, to this file"
     )
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.set_defaults(func=_cmd_inspect)
+    cache = data_commands.add_parser(
+        "cache",
+        parents=[common],
+        help="build the disk store of preprocessed tensors a config's training will read",
+    )
+    cache.add_argument("manifest")
+    cache.add_argument("--config", required=True, help="the run config whose data it is for")
+    cache.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
+    cache.set_defaults(func=_cmd_cache)
 
-    train = commands.add_parser("train", parents=[common], help="train a model from a YAML config")
-    train.add_argument("config")
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model from a YAML config (or go on with a run: --resume RUN_DIR)",
+        description="polymodal train CONFIG [--set K=V ...] | polymodal train --resume RUN_DIR. "
+        "Several processes: torchrun --nproc_per_node=N -m polymodal train CONFIG",
+    )
+    train.add_argument("config", nargs="?")
     train.add_argument(
         "--set",
         action="append",
@@ -302,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--strict", action="store_true", help="any bad row is an error")
     train.add_argument(
         "--overwrite", action="store_true", help="replace the run directory if it exists"
+    )
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="go on from the run's newest checkpoint, exactly"
+    )
+    train.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="override train.device (default auto)"
     )
     train.set_defaults(func=_cmd_train)
 

@@ -67,13 +67,18 @@ class TensorStore:
     ``{field}.present`` marks the rows that have the field; an image field keeps ``.slot``
     (row -> distinct file) and ``.pixels`` (one per file); a text field ``.offsets`` into
     ``.ids``; tabular and label fields ``.values``. ``bad`` are the rows that failed (the
-    k of each in ``bad_rows``), ``lines`` each row's manifest line.
+    k of each in ``bad_rows``), ``lines`` each row's manifest line; ``folder`` is where a disk
+    store lies (None in memory).
     """
 
     def __init__(
-        self, arrays: dict[str, np.ndarray], bad: dict[int, QuarantinedRow], lines: np.ndarray
+        self,
+        arrays: dict[str, np.ndarray],
+        bad: dict[int, QuarantinedRow],
+        lines: np.ndarray,
+        folder: Path | None = None,
     ) -> None:
-        self.arrays, self.lines = arrays, lines
+        self.arrays, self.lines, self.folder = arrays, lines, folder
         self.bad = list(bad.values())
         self.bad_rows = np.asarray(sorted(bad), dtype=np.int64)
         self.fields = sorted({key.rsplit(".", 1)[0] for key in arrays})
@@ -211,7 +216,7 @@ def _load(folder: Path, lines: np.ndarray) -> TensorStore | None:
         return None
     arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in meta["arrays"]}
     bad = {int(k): QuarantinedRow(**row) for k, row in meta["bad"].items()}
-    return TensorStore(arrays, bad, lines)
+    return TensorStore(arrays, bad, lines, folder)
 
 
 def open_store(dataset: RowDataset, root: Path | None, label: str, workers: int = 0) -> TensorStore:

@@ -145,3 +145,15 @@ def barrier() -> None:
         dist.barrier(device_ids=[torch.cuda.current_device()])
     else:
         dist.barrier()
+
+
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Each value summed over every rank (as float64); ``values`` as given in one process."""
+    if not _enabled():
+        return values
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    )
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()

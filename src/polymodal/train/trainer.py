@@ -25,7 +25,7 @@ from polymodal.inference import evaluate_model, main_score
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
 from polymodal.train.checkpoint import CheckpointKeeper, capture_rng, load_state, restore_rng
-from polymodal.train.distributed import DistContext, gather_variable
+from polymodal.train.distributed import DistContext, gather_variable, sum_over_ranks
 from polymodal.train.logging import TrainingLog
 from polymodal.train.precision import resolve_precision
 from polymodal.train.sampler import ResumableSampler
@@ -266,13 +266,14 @@ class Trainer:
                 )
             val = self._validate()
             score = main_score(val, model) if val else None
+            loss_sum, rows = sum_over_ranks([state.loss_sum, state.rows])
             record = {
                 "epoch": epoch,
-                "train_loss": state.loss_sum / max(1, state.rows),
+                "train_loss": loss_sum / max(1, rows),
                 "lr": scheduler.get_last_lr()[0],
                 "val_score": score,
                 "val": val,
-                "rows_per_s": round(timer.rows / max(timer.total, 1e-9), 1),
+                "rows_per_s": round(sum_over_ranks([timer.rows])[0] / max(timer.total, 1e-9), 1),
                 "data_wait": round(timer.waiting / max(timer.total, 1e-9), 4),
                 "seconds": round(time.perf_counter() - start, 3),
             }

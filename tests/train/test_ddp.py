@@ -1,0 +1,117 @@
+"""DDP: two processes (gloo, CPU) train what one process trains with the same global batch.
+
+Same seed, same global batches (rank r takes every second row of the one order), dropout off
+and no batch-norm (per-rank statistics would differ by design), so the only difference is
+float summation order. Stated tolerances: the models' outputs and every weight agree within
+1e-5, except the key third of attention's input bias: softmax is blind to it, so its true
+gradient is zero and AdamW turns the float noise left there into steps of up to the learning
+rate each; it is held to learning rate x steps (and the outputs show it does not matter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from polymodal.models.model import MultimodalModel
+
+CONFIG = """\
+name: {name}
+seed: 3
+data:
+  manifest: {manifest}
+  workers: 0
+model:
+  inputs: [text, price]
+  encoders:
+    text: {{type: transformer, dim: 16, layers: 1, heads: 2, dropout: 0.0}}
+    price: {{type: mlp, dim: 16, hidden: 16, dropout: 0.0}}
+  fusion: {{dim: 16, dropout: 0.0}}
+  tasks: [{task}]
+train:
+  epochs: 2
+  batch_size: 8
+  lr: {lr}
+  out_dir: {out}
+"""
+TASKS = {
+    "classifier": "{type: classify, target: label, hidden: 16, dropout: 0.0}",
+    "retrieval": "{type: retrieve, query: text, gallery: price, dim: 16}",
+}
+TOLERANCE = 1e-5
+LR, STEPS = 0.01, 4  # 2 epochs of 16 train rows in global batches of 8
+
+
+def train(config: Path, processes: int) -> None:
+    env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "polymodal"]
+    if processes > 1:
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "polymodal",
+        ]
+    done = subprocess.run(
+        [*launch, "train", str(config), "--device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(TASKS))
+def test_two_processes_train_what_one_does(tmp_path, tiny_manifest, task):
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        config = tmp_path / f"p{processes}.yaml"
+        text = CONFIG.format(name=task, manifest=tiny_manifest, task=TASKS[task], out=out, lr=LR)
+        config.write_text(text, encoding="utf-8")
+        train(config, processes)
+        runs[processes] = out / task
+    one, two = (load_file(runs[p] / "best" / "model.safetensors") for p in (1, 2))
+    assert one.keys() == two.keys()
+    for key in one:
+        a, b = one[key], two[key]
+        if key.endswith("self_attn.in_proj_bias"):  # query, key, value thirds
+            third = len(a) // 3
+            assert (a[third : 2 * third] - b[third : 2 * third]).abs().max() <= LR * STEPS
+            a, b = torch.cat([a[:third], a[2 * third :]]), torch.cat([b[:third], b[2 * third :]])
+        torch.testing.assert_close(b, a, rtol=0, atol=TOLERANCE, msg=key)
+    models = [MultimodalModel.from_pretrained(runs[p] / "best") for p in (1, 2)]
+    rows = [json.loads(line) for line in tiny_manifest.read_text().splitlines()]
+    batch = models[0].preprocessor.collate(
+        [models[0].preprocessor.example(row, tiny_manifest.parent) for row in rows]
+    )
+    with torch.no_grad():
+        outputs = [model(batch) for model in models]
+    for name, value in outputs[0].items():
+        for key, tensor in value.items() if isinstance(value, dict) else [("", value)]:
+            torch.testing.assert_close(
+                (outputs[1][name][key] if key else outputs[1][name]).float(),
+                tensor.float(),
+                rtol=0,
+                atol=TOLERANCE,
+            )
+    history = [
+        [json.loads(line) for line in (runs[p] / "metrics.jsonl").read_text().splitlines()]
+        for p in (1, 2)
+    ]
+    for a, b in zip(*history, strict=True):  # validation covers the whole split on 2 ranks too
+        assert b["val_score"] == pytest.approx(a["val_score"], abs=1e-6)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+    assert len(list((runs[2] / "tensorboard").glob("events.*"))) == 1  # the main process only
