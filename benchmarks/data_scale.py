@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,56 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def rss_mib(field: str = "VmRSS") -> float:
-    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+def rss_mib(field: str = "VmRSS", pid: int | str = "self") -> float:
+    """A process's resident memory (``VmRSS``) or its peak (``VmHWM``), MiB (0 once gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssMonitor(threading.Thread):
+    """Samples this process's and its children's (the DataLoader workers') RSS every
+    ``interval`` seconds: whether memory climbs with the rows read, or only peaks."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # seconds, main MiB, workers MiB
+        self.halt = threading.Event()
+        self.start_time = time.perf_counter()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            children = []
+            for task in Path("/proc/self/task").iterdir():
+                try:
+                    children += (task / "children").read_text().split()
+                except OSError:
+                    pass
+            workers = sum(rss_mib(pid=child) for child in children)
+            self.samples.append((time.perf_counter() - self.start_time, rss_mib(), workers))
+
+    def stop(self) -> dict[str, Any]:
+        """The samples' summary: peak and second-half median of main + workers, a thinned
+        trajectory."""
+        self.halt.set()
+        self.join()
+        samples = [s for s in self.samples if s[2] > 0] or self.samples or [(0.0, 0.0, 0.0)]
+        totals = [main + workers for _, main, workers in samples]
+        step = max(1, len(samples) // 20)
+        return {
+            "samples": len(samples),
+            "interval_seconds": self.interval,
+            "sampled_peak_total_mib": round(max(totals), 1),
+            "second_half_median_total_mib": round(statistics.median(totals[len(totals) // 2 :]), 1),
+            "trajectory_seconds_main_workers_mib": [
+                [round(t, 1), main, workers] for t, main, workers in samples[::step]
+            ],
+        }
 
 
 # --- the data and the config ---------------------------------------------------------------
@@ -165,9 +210,12 @@ def epoch_child(spec: dict[str, Any]) -> None:
     trainer = Trainer(
         model, train, None, config.train, config.data, run_dir, dist, data.quarantine, SEED
     )
+    monitor = RssMonitor()
+    monitor.start()
     fit = time.perf_counter()
     result = trainer.fit()
     fit_seconds = time.perf_counter() - fit
+    sampled = monitor.stop()
     del trainer, result.history[:-1]
     gc.collect()  # the train loader (and its persistent worker) is gone: the worker is joined
     record = result.history[-1]
@@ -190,6 +238,7 @@ def epoch_child(spec: dict[str, Any]) -> None:
         "worker_peak_rss_mib": round(
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
         ),
+        "rss_samples_during_fit": sampled,
     }
     Path(spec["result"]).write_text(json.dumps(report), encoding="utf-8")
 

@@ -81,3 +81,29 @@ def test_a_jsonl_that_is_not_json_says_why(tmp_path: Path):
     assert message.startswith(f"manifest {path} has no readable rows; line 1: malformed row: ")
     assert "not valid JSON (Expecting value at column 1)" in message
     assert "line 2: malformed row" in message
+
+
+def test_rows_are_read_back_from_their_byte_ranges(tmp_path: Path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(
+        b'text,price\r\n"a caption\r\nover two lines",1.5\r\nplain,2\r\n"q ""quoted""",\r\n'
+    )
+    index = index_manifest(path)
+    assert len(index) == 3 and index.lines.tolist() == [3, 4, 5]  # a record's last line
+    assert index.read(0) == {"text": "a caption\r\nover two lines", "price": "1.5", "_line": 3}
+    assert index.read(2) == {"text": 'q "quoted"', "price": None, "_line": 5}
+    assert [r["text"] for r in index.rows([2, 1])] == ['q "quoted"', "plain"]
+    assert index.columns == ["price", "text"]
+
+
+def test_the_index_holds_positions_not_rows(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1, "split": "val"}\n\n{"a": "x y"}\n{"b": null}\n', encoding="utf-8")
+    index = index_manifest(path)
+    assert index.starts.tolist() == [0, 26, 39] and index.lines.tolist() == [1, 3, 4]
+    assert [index.split_names[c] for c in index.split_codes] == ["val", None, None]
+    assert index.columns == ["a", "split"]  # b holds no value in any row
+    assert index.read(1) == {"a": "x y", "_line": 3}
+    before = index.digest
+    path.write_text(path.read_text() + '{"a": 2}\n', encoding="utf-8")
+    assert index_manifest(path).digest != before
