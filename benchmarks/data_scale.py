@@ -25,6 +25,7 @@ The rows are distinct ShapeWorld scenes (all in the train split) generated once 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -119,10 +120,8 @@ class RssMonitor(threading.Thread):
         while not self.halt.wait(self.interval):
             children = []
             for task in Path("/proc/self/task").iterdir():
-                try:
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
                     children += (task / "children").read_text().split()
-                except OSError:
-                    pass
             workers = sum(rss_mib(pid=child) for child in children)
             self.samples.append((time.perf_counter() - self.start_time, rss_mib(), workers))
 
@@ -255,22 +254,36 @@ def epoch_run(manifest: Path, work: Path, rows: int) -> dict[str, Any]:
 
 
 def epochs(manifests: dict[int, Path], work: Path) -> dict[str, Any]:
+    """One epoch per size, each in its own process; the growth of the run's peak memory."""
     runs = []
     for rows, manifest in sorted(manifests.items()):
         run = epoch_run(manifest, work, rows)
+        run["peak_rss_total_mib"] = round(run["peak_rss_mib"] + run["worker_peak_rss_mib"], 1)
         runs.append(run)
+        sampled = run["rss_samples_during_fit"]
         print(
             f"epoch over {run['rows']:>7} rows: {run['epoch_seconds']:6.1f} s "
             f"({run['rows_per_s']:.0f} rows/s, data wait {run['data_wait']:.0%}), "
-            f"prepare {run['prepare_seconds']:.1f} s, wall {run['wall_seconds']:.1f} s, "
-            f"peak RSS {run['peak_rss_mib']:.0f} MiB (worker {run['worker_peak_rss_mib']:.0f})"
+            f"prepare {run['prepare_seconds']:.1f} s, wall {run['wall_seconds']:.1f} s | "
+            f"peak RSS trainer {run['peak_rss_mib']:.0f} + worker "
+            f"{run['worker_peak_rss_mib']:.0f} = {run['peak_rss_total_mib']:.0f} MiB "
+            f"(sampled: peak {sampled['sampled_peak_total_mib']:.0f}, "
+            f"2nd-half median {sampled['second_half_median_total_mib']:.0f})"
         )
     small, large = runs[0], runs[-1]
-    growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
-    worker_growth = large["worker_peak_rss_mib"] / small["worker_peak_rss_mib"] - 1
+
+    def growth(key: str) -> float:
+        return round(large[key] / small[key] - 1, 4)
+
+    growths = {
+        "trainer_process": growth("peak_rss_mib"),
+        "worker": growth("worker_peak_rss_mib"),
+        "total": growth("peak_rss_total_mib"),
+    }
     print(
-        f"peak RSS growth {small['rows']} -> {large['rows']} rows: trainer process "
-        f"{growth:+.1%}, worker {worker_growth:+.1%} (target <= +{RSS_GROWTH_TARGET:.0%})"
+        f"peak RSS growth {small['rows']} -> {large['rows']} rows: "
+        + ", ".join(f"{k} {v:+.1%}" for k, v in growths.items())
+        + f" (target: total <= +{RSS_GROWTH_TARGET:.0%})"
     )
     return {
         "cache": "none",
@@ -279,10 +292,10 @@ def epochs(manifests: dict[int, Path], work: Path) -> dict[str, Any]:
         "model": "statement classifier: cnn channels [8] dim 16, text transformer dim 16 x 1"
         " layer, concat fusion dim 16, classify hidden 16",
         "runs": runs,
-        "peak_rss_growth": round(growth, 4),
-        "worker_peak_rss_growth": round(worker_growth, 4),
+        "peak_rss_growth": growths,
         "target_peak_rss_growth": RSS_GROWTH_TARGET,
-        "met": growth <= RSS_GROWTH_TARGET and worker_growth <= RSS_GROWTH_TARGET,
+        "target_on": "total: the trainer process's peak plus its worker's peak",
+        "met": growths["total"] <= RSS_GROWTH_TARGET,
     }
 
 

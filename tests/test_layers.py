@@ -8,7 +8,7 @@ from pathlib import Path
 import polymodal
 
 LAYERS = [  # top to bottom; a module may import its own layer and the ones below
-    ["cli"],
+    ["cli", "__main__"],
     ["demo"],
     ["serve", "export", "index"],
     ["evaluate"],
