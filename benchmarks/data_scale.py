@@ -60,6 +60,7 @@ WORKERS = 1
 SEED = 0
 RSS_GROWTH_TARGET = 0.15  # the large run's peak RSS at most 15 % above the small run's
 WARM_SPEEDUP_TARGET = 3.0  # a warm disk store reads at least 3x the rows/s of decoding
+READ_THREADS = 1  # torch threads of the process that reads batches in (b)
 RESULTS = Path("benchmarks/results/data_scale.json")  # quick runs write theirs to --work
 
 
@@ -326,6 +327,9 @@ def read_passes(dataset: Any, collate: Any, workers: int, repeats: int) -> dict[
 
 
 def reading(manifest: Path, rows: int, work: Path, repeats: int, workers: list[int]) -> dict:
+    # One torch thread in this (the main) process: with 0 workers the collate's float ops run
+    # here, and two threads on a 2-CPU machine that others load make them 10-80x slower.
+    torch.set_num_threads(READ_THREADS)
     out_dir = work / "read"
     shutil.rmtree(out_dir, ignore_errors=True)
     cold_config = tiny_config(manifest, out_dir, "none", WORKERS)
@@ -355,6 +359,7 @@ def reading(manifest: Path, rows: int, work: Path, repeats: int, workers: list[i
     return {
         "rows": rows,
         "batch_size": BATCH_SIZE,
+        "main_process_torch_threads": READ_THREADS,
         "repeats": repeats,
         "store_build_seconds": round(build_seconds, 2),
         "store_mib": round(store_bytes / 2**20, 1),

@@ -58,8 +58,8 @@ from polymodal.data.pipeline import (
     split_positions,
 )
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
-from polymodal.data.sources import LINE_KEY, Row, index_manifest
-from polymodal.errors import DataError, RowError
+from polymodal.data.sources import Row, index_manifest
+from polymodal.errors import DataError
 from polymodal.evaluate.corruptions import CORRUPTIONS, MISSING_RATES, SEVERITIES, missing_rows
 from polymodal.inference import batches
 from polymodal.io import write_json
@@ -88,16 +88,14 @@ def read_rows(
     quarantine: Quarantine,
     source: str,
 ) -> ReadRows:
-    """Read each row; a bad row is quarantined with its reason, as in ``Preprocessor.examples``."""
+    """Read each row; a bad row is quarantined with its reason, as in ``Preprocessor.read``."""
     kept, examples = [], []
     for row in rows:
-        try:
-            examples.append(preprocessor.example(row, base_dir))
-        except RowError as err:
-            field = getattr(err, "field", None)
-            line = int(row.get(LINE_KEY, 0))
-            quarantine.add(QuarantinedRow(source, line, err.reason, err.detail, field))
+        example = preprocessor.read(row, base_dir, source)
+        if isinstance(example, QuarantinedRow):
+            quarantine.add(example)
         else:
+            examples.append(example)
             kept.append(row)
     return ReadRows(kept, examples, base_dir, quarantine)
 
