@@ -168,8 +168,8 @@ class Trainer:
         if dist.device.type == "cpu":
             torch.set_num_threads(choose_threads(self.workers, cfg.threads))
             self.log(
-                f"{torch.get_num_threads()} torch threads, {self.workers} data workers "
-                "(on a machine busy with other work, train.threads: 1 avoids thrashing)"
+                f"{torch.get_num_threads()} torch threads (train.threads), "
+                f"{self.workers} data workers (data.workers)"
             )
         precision = resolve_precision(cfg.precision, dist.device, self.log)
         model = self.model.to(dist.device)
