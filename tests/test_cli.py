@@ -364,6 +364,43 @@ def test_predict_a_misspelt_field(capsys, trained, tmp_path):
     assert_one_line_error(err, "row 0: unknown field 'txet'; did you mean 'text'?")
 
 
+def test_data_cache_builds_the_store_training_then_finds(capsys, tiny_manifest, tmp_path):
+    config = write_config(tmp_path, str(tiny_manifest))
+    out = tmp_path / "runs"
+    code, printed, err = cli(
+        capsys, "data", "cache", tiny_manifest, "--config", config, "--set", f"train.out_dir={out}"
+    )
+    assert code == 0, err
+    stores = sorted((out / "cache").glob("*/*/store.json"))
+    assert sorted(p.parent.name for p in stores) == ["test", "train", "val"]
+    assert "train: 16 rows in" in printed
+    built = {p: p.stat().st_mtime_ns for p in stores}
+    argv = ["train", config, "--set", f"train.out_dir={out}", "--set", "data.cache=disk"]
+    assert cli(capsys, *argv)[0] == 0
+    assert {p: p.stat().st_mtime_ns for p in stores} == built  # found, not rebuilt
+
+
+def test_train_resume_takes_a_run_and_nothing_else(capsys, trained, tmp_path):
+    code, _, err = cli(capsys, "train", "--resume", trained["run_dir"], "--set", "seed=1")
+    assert code == 2
+    assert_one_line_error(err, "train --resume RUN_DIR goes on with the run's own config.yaml")
+    code, _, err = cli(capsys, "train", "--resume", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, "config.yaml is missing")
+    code, _, err = cli(capsys, "train")
+    assert code == 2
+    assert_one_line_error(err, "train needs a CONFIG file (or --resume RUN_DIR)")
+
+
+def test_resuming_a_finished_run_changes_nothing(capsys, trained):
+    run_dir = trained["run_dir"]
+    before = (run_dir / "best" / "model.safetensors").read_bytes()
+    code, out, err = cli(capsys, "train", "--resume", run_dir)
+    assert code == 0, err
+    assert (run_dir / "best" / "model.safetensors").read_bytes() == before
+    assert f"run files: {run_dir}" in out
+
+
 # --- user errors: exit code 2, one clear message, no traceback --------------------------------
 
 
