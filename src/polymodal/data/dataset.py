@@ -75,10 +75,6 @@ class RowDataset(Dataset):
         chosen = self.keep[[keep(int(line)) for line in lines]] if len(lines) else self.keep
         return RowDataset(self.index, self.positions, self.preprocessor, self.store, chosen)
 
-    def lines(self) -> list[int]:
-        """The manifest line of each row, in dataset order."""
-        return [int(line) for line in self.index.lines[self.positions[self.keep]]]
-
 
 def available_cpus() -> int:
     """The CPUs this process may run on."""
@@ -87,12 +83,18 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def workers_for(data: DataConfig) -> int:
-    """DataLoader workers: ``data.workers``, else none for an in-memory store (nothing left to
-    decode), else about half the CPUs (the other half runs the model), at most 4."""
+def decoding_workers(data: DataConfig) -> int:
+    """Processes that decode rows: ``data.workers``, else about half the CPUs (the other half
+    runs the model), at most 4."""
     if data.workers is not None:
         return data.workers
-    return 0 if data.cache == "memory" else min(4, max(1, available_cpus() // 2))
+    return min(4, max(1, available_cpus() // 2))
+
+
+def workers_for(data: DataConfig) -> int:
+    """DataLoader workers of a run: as ``decoding_workers``, but none for a memory store by
+    default (nothing is left to decode; workers would only copy it)."""
+    return 0 if data.cache == "memory" and data.workers is None else decoding_workers(data)
 
 
 def loader(

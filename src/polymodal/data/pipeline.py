@@ -18,7 +18,7 @@ import torch
 
 from polymodal.config import DataConfig
 from polymodal.data.cache import cache_root, open_store
-from polymodal.data.dataset import RowDataset
+from polymodal.data.dataset import RowDataset, decoding_workers
 from polymodal.data.modalities.base import FieldPreprocessor
 from polymodal.data.modalities.image import ImagePreprocessor
 from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
@@ -295,6 +295,7 @@ def prepare_data(
         dataset = RowDataset(index, positions[name], preprocessor)
         if data.cache != "none":
             directory = None if data.cache == "memory" else cache_root(data, cache_dir)
-            dataset = dataset.with_store(open_store(dataset, directory, name), quarantine)
+            store = open_store(dataset, directory, name, decoding_workers(data))
+            dataset = dataset.with_store(store, quarantine)
         datasets[name] = dataset
     return PreparedData(index, preprocessor.schema, preprocessor, datasets, quarantine, inferred)
