@@ -44,7 +44,8 @@ def vqa_like(folder: Path, images: int = 4, per_image: int = 6) -> Path:
 
 
 def config(manifest: Path, cache: str) -> DataConfig:
-    return DataConfig(manifest=manifest, fields=FIELDS, image={"size": 8}, cache=cache)
+    """Decoding in this process (workers 0), where a test can count it."""
+    return DataConfig(manifest=manifest, fields=FIELDS, image={"size": 8}, cache=cache, workers=0)
 
 
 def same(a: dict, b: dict) -> bool:

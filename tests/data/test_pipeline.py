@@ -71,7 +71,9 @@ def test_absent_or_empty_fields_load_with_mask_false(tmp_path):
     assert batch.present["price"].tolist() == [True, False, True, True]
     assert batch.present["label"].tolist() == [True, True, False, True]
 
-    image = batch.values["image"]
+    image = data.preprocessor.fields["image"].model_input(
+        batch.values["image"], batch.present["image"]
+    )
     assert image.shape == (4, 3, 8, 8)
     for row, colour in ((0, RED), (2, BLUE)):
         for channel, value in enumerate(colour):

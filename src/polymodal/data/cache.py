@@ -101,7 +101,8 @@ class TensorStore:
 
 
 class _Images(Dataset):
-    """Distinct image files, decoded in DataLoader workers; a failure comes back as its error."""
+    """Distinct image files, decoded in DataLoader workers; a failure comes back as its
+    (reason, detail), which crosses from a worker where the exception would not."""
 
     def __init__(self, pre: ImagePreprocessor, paths: list[Path]) -> None:
         self.pre, self.paths = pre, paths
@@ -109,11 +110,11 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor | RowError:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[str, str]:
         try:
             return self.pre.decode(self.paths[i])
         except RowError as err:
-            return err
+            return err.reason, err.detail
 
 
 def build_store(
@@ -171,11 +172,12 @@ def build_store(
             else np.lib.format.open_memmap(folder / f"{name}.pixels.npy", "w+", np.uint8, shape)
         )
         images = DataLoader(
-            _Images(field, list(paths)), batch_size=None, num_workers=workers, collate_fn=None
+            _Images(field, list(paths)), batch_size=64, num_workers=workers, collate_fn=list
         )
-        failed: dict[int, RowError] = {}
-        for slot, image in enumerate(progress_bar(images, f"decoding {label} images", len(paths))):
-            if isinstance(image, RowError):
+        failed: dict[int, tuple[str, str]] = {}
+        decoded = (image for chunk in images for image in chunk)
+        for slot, image in enumerate(progress_bar(decoded, f"decoding {label} images", len(paths))):
+            if isinstance(image, tuple):
                 failed[slot] = image
             else:
                 pixels[slot] = image.numpy()
@@ -183,8 +185,8 @@ def build_store(
         slots = arrays[f"{name}.slot"]
         for k in np.flatnonzero(np.isin(slots, list(failed))):
             if int(k) not in bad:
-                err = failed[int(slots[k])]
-                bad[int(k)] = QuarantinedRow(source, int(lines[k]), err.reason, err.detail, name)
+                reason, detail = failed[int(slots[k])]
+                bad[int(k)] = QuarantinedRow(source, int(lines[k]), reason, detail, name)
     for k in bad:  # a bad row has no fields
         for name in pre.fields:
             arrays[f"{name}.present"][k] = False

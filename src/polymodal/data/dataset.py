@@ -92,9 +92,9 @@ def decoding_workers(data: DataConfig) -> int:
 
 
 def workers_for(data: DataConfig) -> int:
-    """DataLoader workers of a run: as ``decoding_workers``, but none for a memory store by
-    default (nothing is left to decode; workers would only copy it)."""
-    return 0 if data.cache == "memory" and data.workers is None else decoding_workers(data)
+    """DataLoader workers of a run: as ``decoding_workers``, but none by default when a store
+    holds the rows decoded (handing batches over from a worker would cost more than it saves)."""
+    return 0 if data.cache != "none" and data.workers is None else decoding_workers(data)
 
 
 def loader(

@@ -73,7 +73,9 @@ class MultimodalModel(nn.Module):
         activations in the backward pass instead of keeping them."""
         encoded = {}
         for name, encoder in self.encoders.items():
-            inputs = (batch.values[name], batch.lengths.get(name))
+            field = self.preprocessor.fields[name]
+            values = field.model_input(batch.values[name], batch.present[name])
+            inputs = (values, batch.lengths.get(name))
             options = self.config.encoders.get(name)
             if options is not None and options.checkpointing and self.training:
                 encoded[name] = checkpoint(encoder, *inputs, use_reentrant=False)

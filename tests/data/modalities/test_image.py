@@ -36,8 +36,10 @@ def test_collate_normalises_and_zeros_absent(tmp_path: Path):
     pre = ImagePreprocessor("image", size=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     white = torch.full((3, 4, 4), 255, dtype=torch.uint8)
     black = torch.zeros((3, 4, 4), dtype=torch.uint8)
-    values, lengths = pre.collate([white, None, black])
+    pixels, lengths = pre.collate([white, None, black])
     assert lengths is None
+    assert pixels.dtype == torch.uint8 and torch.equal(pixels[1], black)  # bytes until the model
+    values = pre.model_input(pixels, torch.tensor([True, False, True]))
     assert torch.allclose(values[0], torch.ones(3, 4, 4))
     assert torch.equal(values[1], torch.zeros(3, 4, 4))
     assert torch.allclose(values[2], -torch.ones(3, 4, 4))

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 Row = dict[str, Any]
-Fitted = TypeVar("Fitted", bound="RowFitter")
+Fitted = TypeVar("Fitted", bound="FieldBase")
 
 
 class FieldPreprocessor(Protocol):
@@ -25,13 +25,16 @@ class FieldPreprocessor(Protocol):
         self, items: list[torch.Tensor | None]
     ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
+    def model_input(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor: ...
+
     def encoder_args(self) -> dict[str, Any]: ...
 
     def state(self) -> dict[str, Any]: ...
 
 
-class RowFitter:
-    """Fitting as one stream: ``observe`` each train row once, then ``finish``."""
+class FieldBase:
+    """What field preprocessors share: fitting as one stream (``observe`` each train row once,
+    then ``finish``) and the batch tensor handed to the model as collated."""
 
     def observe(self, row: Row) -> None:
         """Take one train row into the statistics (nothing, for a field that fits nothing)."""
@@ -44,3 +47,7 @@ class RowFitter:
             self.observe(row)
         self.finish()
         return self
+
+    def model_input(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The collated tensor as the encoder takes it, on its device (here: unchanged)."""
+        return values

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from polymodal.data.modalities.base import RowFitter
+from polymodal.data.modalities.base import FieldBase
 from polymodal.data.schema import is_absent
 from polymodal.errors import RowError
 
@@ -47,7 +47,7 @@ def _number(column: str, value: Any) -> float | None:
     return number
 
 
-class TabularPreprocessor(RowFitter):
+class TabularPreprocessor(FieldBase):
     """Numeric and categorical columns of one tabular field."""
 
     kind = "tabular"
@@ -143,7 +143,7 @@ class TabularPreprocessor(RowFitter):
         return pre
 
 
-class LabelPreprocessor(RowFitter):
+class LabelPreprocessor(FieldBase):
     """Class labels to ids; a label outside the label set is a row error."""
 
     kind = "label"

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
-from polymodal.data.modalities.base import RowFitter
+from polymodal.data.modalities.base import FieldBase
 from polymodal.errors import ConfigError, RowError
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
@@ -125,7 +125,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     return HFTokenizer(_Tokenizer.from_str(state["json"]))
 
 
-class TextPreprocessor(RowFitter):
+class TextPreprocessor(FieldBase):
     """Turns a string into token ids (truncated to ``max_length``); collates with padding."""
 
     kind = "text"
