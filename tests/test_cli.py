@@ -591,6 +591,12 @@ def test_eval_vqa_files(capsys, tmp_path):
     assert scores["per_answer_type"] == {"number": 1.0, "yes/no": pytest.approx(0.6)}
     assert scores["overall"] == pytest.approx(0.8)
 
+    paths["r"].write_text(json.dumps(results[:1]))  # an unanswered question: a clear line
+    argv = ["--questions", paths["q"], "--annotations", paths["a"], "--predictions", paths["r"]]
+    code, out, err = cli(capsys, "eval", "vqa", *argv)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "eval vqa:", "no answer for 1 of 2 annotated questions")
+
 
 def test_eval_captions_files(capsys, tmp_path):
     annotations = {

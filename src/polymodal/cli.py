@@ -195,7 +195,10 @@ def _score_files(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     if kind == "vqa":
         from polymodal.metrics.vqa import vqa_scores_from_files
 
-        return vqa_scores_from_files(args.questions, args.annotations, args.predictions)
+        try:
+            return vqa_scores_from_files(args.questions, args.annotations, args.predictions)
+        except ValueError as err:
+            raise DataError(f"eval vqa: {err}") from None
     from polymodal.io import read_array, read_class_ids
 
     if kind == "retrieval":

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from polymodal.errors import DataError
 from polymodal.metrics.vqa import (
     ARTICLES,
     CONTRACTIONS,
@@ -358,10 +359,10 @@ def test_vqa_scores_from_files(tmp_path: Path) -> None:
         results.write_text(json.dumps(vqa_files()[2][:3]), encoding="utf-8")
         vqa_scores_from_files(*paths)
     annotations.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match=f"{annotations}: not valid JSON"):
+    with pytest.raises(DataError, match=f"annotations file {annotations} is not valid JSON"):
         vqa_scores_from_files(*paths)
     questions.unlink()
-    with pytest.raises(FileNotFoundError, match=f"{questions} does not exist"):
+    with pytest.raises(DataError, match=f"questions file {questions} does not exist"):
         vqa_scores_from_files(*paths)
 
 

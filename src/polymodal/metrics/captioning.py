@@ -7,13 +7,13 @@ CIDEr-D. Each image has one candidate caption and one or more reference captions
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from polymodal.errors import DataError
+from polymodal.io import read_json
 from polymodal.metrics import caption_ngrams, ptb_tokenizer
 from polymodal.metrics.meteor import MeteorProcess, MeteorUnavailable
 
@@ -140,7 +140,7 @@ def load_coco_captions(
     results file is ``[{"image_id": ..., "caption": ...}, ...]`` with one caption per image.
     """
     references: dict[Hashable, list[str]] = {}
-    data = _read_json(annotations, "annotations")
+    data = read_json(annotations, "annotations")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(
             f'annotations file {annotations}: expected an object with an "annotations" list'
@@ -148,7 +148,7 @@ def load_coco_captions(
     for _, image, caption in _entries(data["annotations"], annotations, "annotations"):
         references.setdefault(image, []).append(caption)
     candidates: dict[Hashable, str] = {}
-    data = _read_json(results, "results")
+    data = read_json(results, "results")
     if not isinstance(data, list):
         raise DataError(
             f'results file {results}: expected a list of {{"image_id", "caption"}} objects'
@@ -161,16 +161,6 @@ def load_coco_captions(
             )
         candidates[image] = caption
     return references, candidates
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file {path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{what} file {path} is not valid JSON: {err}") from None
 
 
 def _entries(items: list[Any], path: str | Path, what: str) -> Iterator[tuple[int, Any, str]]:

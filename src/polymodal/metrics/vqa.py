@@ -27,11 +27,12 @@ a word-final capital sigma, U+180E and about 400 letters added to Unicode since.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from polymodal.io import read_json
 
 CONTRACTIONS = {
     "aint": "ain't",
@@ -389,23 +390,13 @@ def vqa_scores(questions: Any, annotations: Any, predictions: Any) -> dict[str, 
     return _scores(questions, annotations, predictions, ("questions", "annotations", "predictions"))
 
 
-def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-
-
 def vqa_scores_from_files(
     questions_path: str | Path, annotations_path: str | Path, results_path: str | Path
 ) -> dict[str, Any]:
     """``vqa_scores`` of the three JSON files; every error names the file at fault."""
     return _scores(
-        _load_json(questions_path),
-        _load_json(annotations_path),
-        _load_json(results_path),
+        read_json(questions_path, "questions"),
+        read_json(annotations_path, "annotations"),
+        read_json(results_path, "results"),
         (str(questions_path), str(annotations_path), str(results_path)),
     )
