@@ -33,7 +33,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -45,8 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from machine import load_average, machine
 
 from polymodal.config import RunConfig, validate
 from polymodal.data.dataset import loader, workers_for
@@ -70,34 +69,6 @@ RESULTS = Path("benchmarks/results/data_scale.json")  # quick runs write theirs 
 
 
 # --- the machine ---------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu_model": cpu_model(),
-        "cpus": os.cpu_count(),
-        "available_cpus": len(os.sched_getaffinity(0)),
-        "memory_gib": round(memory, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def rss_mib(field: str = "VmRSS", pid: int | str = "self") -> float:

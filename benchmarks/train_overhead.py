@@ -37,8 +37,6 @@ import copy
 import itertools
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -48,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import load_average, machine
 
 from polymodal.config import RunConfig, validate
 from polymodal.data.dataset import RowDataset, loader, workers_for
@@ -68,32 +67,6 @@ RESULTS = Path("benchmarks/results/train_overhead.json")  # quick runs write the
 
 
 # --- the machine ---------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_model": cpu_model(),
-        "cpus": os.cpu_count(),
-        "available_cpus": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 # --- data, config, model -------------------------------------------------------------------
