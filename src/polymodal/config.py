@@ -23,6 +23,7 @@ class Strict(BaseModel):
 
 Kind = Literal["image", "text", "tabular", "label"]
 Role = Literal["input", "target"]
+RetrievalLoss = Literal["info_nce", "hinge_sum", "hinge_hardest", "siglip"]
 
 
 class FieldSpec(Strict):
@@ -202,19 +203,26 @@ class ClassifyConfig(Strict):
     target: str = Field(description="the label field to predict")
     hidden: int = Field(256, ge=1, description="hidden width of the classifier head")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate of the head")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss; 0: none"
+    )
     weight: float = Field(1.0, description="weight of this task's loss in the total loss")
 
 
 class RetrieveConfig(Strict):
-    """Embed two fields in one space, learned by a symmetric contrastive (InfoNCE) loss."""
+    """Embed two fields in one space, learned by a contrastive loss (InfoNCE by default)."""
 
     type: Literal["retrieve"] = Field("retrieve", description="the task type")
     query: str = Field(description="the field embedded as the query")
     gallery: str = Field(description="the field embedded as the gallery searched")
     dim: int = Field(128, ge=1, description="joint embedding dimension")
     temperature: float = Field(
-        0.07, gt=0, description="initial softmax temperature; learned, clamped to >= 0.01"
+        0.07, gt=0, description="initial InfoNCE temperature; learned, clamped to >= 0.01"
     )
+    loss: RetrievalLoss = Field(
+        "info_nce", description="contrastive loss: InfoNCE, VSE hinge (sum or hardest), SigLIP"
+    )
+    margin: float = Field(0.2, gt=0, description="margin of the hinge losses")
     weight: float = Field(1.0, description="weight of this task's loss in the total loss")
 
 

@@ -85,3 +85,45 @@ def info_nce_gathered(
     query_loss = F.cross_entropy(query_logits, targets)
     gallery_loss = F.cross_entropy(gallery_logits, targets)
     return (query_loss + gallery_loss) / 2
+
+
+def hinge_triplet(
+    query: torch.Tensor, gallery: torch.Tensor, margin: float = 0.2, hardest: bool = False
+) -> torch.Tensor:
+    """VSE hinge-triplet loss (Faghri et al. 2018) on cosine similarities; row i is a pair.
+
+    Each query is ranked against every other gallery item and each gallery item against every
+    other query, with hinge ``max(0, margin - s(q, g) + s(negative))``. ``hardest=False`` sums
+    the hinge over all negatives (VSE0); ``hardest=True`` keeps only the hardest negative per
+    query and per gallery item (VSE++). The two directions are added; the result is their
+    mean over rows.
+    """
+    if len(query) < 2:
+        return query.sum() * 0.0
+    scores = F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T
+    positive = scores.diag()
+    negative = torch.eye(len(scores), dtype=torch.bool, device=scores.device).logical_not()
+    to_gallery = (margin - positive[:, None] + scores).clamp(min=0) * negative
+    to_query = (margin - positive[None, :] + scores).clamp(min=0) * negative
+    if hardest:
+        return (to_gallery.amax(dim=1) + to_query.amax(dim=0)).mean()
+    return (to_gallery.sum(dim=1) + to_query.sum(dim=0)).mean()
+
+
+def siglip(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+) -> torch.Tensor:
+    """Sigmoid loss (SigLIP, Zhai et al. 2023) over L2-normalised embeddings; row i is a pair.
+
+    Every (query, gallery) cell is a binary problem on ``scale * cosine + bias``, positive on
+    the diagonal; the summed ``-log sigmoid`` over all cells is divided by the number of rows.
+    One row is a lone positive pair and is scored as such; no rows give zero.
+    """
+    if not len(query):
+        return query.sum() * 0.0
+    logits = logit_scale * F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T + logit_bias
+    labels = 2 * torch.eye(len(logits), dtype=logits.dtype, device=logits.device) - 1
+    return -F.logsigmoid(labels * logits).sum() / len(logits)

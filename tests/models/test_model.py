@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,13 @@ from polymodal.config import validate
 from polymodal.data.pipeline import prepare_data
 from polymodal.errors import ConfigError, ModelError
 from polymodal.models.model import MultimodalModel, build_model
+from polymodal.train.run import run_training
+
+ENCODERS = {
+    "image": {"type": "cnn", "dim": 16, "channels": [8, 8]},
+    "text": {"type": "transformer", "dim": 16, "layers": 1, "heads": 2},
+    "price": {"type": "mlp", "dim": 8, "hidden": 8},
+}
 
 
 def config(manifest: Path, tasks: list[dict], **model) -> object:
@@ -17,11 +26,7 @@ def config(manifest: Path, tasks: list[dict], **model) -> object:
             "data": {"manifest": str(manifest), "image": {"size": 16}},
             "model": {
                 "tasks": tasks,
-                "encoders": {
-                    "image": {"type": "cnn", "dim": 16, "channels": [8, 8]},
-                    "text": {"type": "transformer", "dim": 16, "layers": 1, "heads": 2},
-                    "price": {"type": "mlp", "dim": 8, "hidden": 8},
-                },
+                "encoders": ENCODERS,
                 **model,
             },
         }
@@ -95,3 +100,37 @@ def test_build_errors(tiny_manifest, model_section, message):
 def test_from_pretrained_missing_files(tmp_path):
     with pytest.raises(ModelError, match=r"config\.json is missing"):
         MultimodalModel.from_pretrained(tmp_path)
+
+
+def train_one_epoch(manifest: Path, out_dir: Path, inputs: list[str], task: dict) -> dict:
+    """One epoch (batch 8) of a tiny model with one task; returns results.json."""
+    cfg = validate(
+        {
+            "name": "run",
+            "data": {"manifest": str(manifest), "image": {"size": 16}},
+            "model": {
+                "inputs": inputs,
+                "encoders": {name: ENCODERS[name] for name in inputs},
+                "fusion": {"dim": 16},
+                "tasks": [task],
+            },
+            "train": {"epochs": 1, "batch_size": 8, "out_dir": str(out_dir)},
+        }
+    )
+    result = run_training(cfg, log=lambda message: None)
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    return json.loads((result.run_dir / "results.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "hinge_sum", "hinge_hardest", "siglip"])
+def test_retrieval_trains_with_each_loss(tiny_manifest, tmp_path, loss):
+    task = {"type": "retrieve", "query": "text", "gallery": "price", "dim": 8, "loss": loss}
+    results = train_one_epoch(tiny_manifest, tmp_path, ["text", "price"], task)
+    assert results["test"]["retrieve_text_price"]["gallery_size"] == 4
+
+
+def test_classify_trains_with_label_smoothing(tiny_manifest, tmp_path):
+    task = {"type": "classify", "target": "label", "hidden": 8, "label_smoothing": 0.1}
+    results = train_one_epoch(tiny_manifest, tmp_path, ["image"], task)
+    assert results["test"]["classify_label"]["num_examples"] == 4

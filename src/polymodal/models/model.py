@@ -195,7 +195,12 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
             _check_field(preprocessor, task.target, where, ("label",))
             labels = preprocessor.fields[task.target].labels  # type: ignore[attr-defined]
             tasks[_task_name(task)] = Classify(
-                task.target, labels, fusion.output_dim, task.hidden, task.dropout
+                task.target,
+                labels,
+                fusion.output_dim,
+                task.hidden,
+                task.dropout,
+                task.label_smoothing,
             )
         else:
             for side in (task.query, task.gallery):
@@ -210,5 +215,7 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
                 encoders[task.gallery].output_dim,
                 task.dim,
                 task.temperature,
+                task.loss,
+                task.margin,
             )
     return MultimodalModel(config, preprocessor, encoders, fusion, tasks)

@@ -15,15 +15,22 @@ from polymodal.tasks.base import Task
 
 
 class Classify(Task):
-    """MLP head -> logits; cross-entropy over rows whose label is present."""
+    """MLP head -> logits; cross-entropy (optionally label-smoothed) over rows with a label."""
 
     main_metric = "accuracy"
 
     def __init__(
-        self, target: str, labels: list[str], in_dim: int, hidden: int = 256, dropout: float = 0.1
+        self,
+        target: str,
+        labels: list[str],
+        in_dim: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.target = target
+        self.label_smoothing = label_smoothing
         self.labels = list(labels)
         self.head = nn.Sequential(
             nn.Linear(in_dim, hidden),
@@ -45,7 +52,8 @@ class Classify(Task):
         keep = batch.present[self.target]
         if not keep.any():
             return outputs.sum() * 0.0
-        return F.cross_entropy(outputs[keep], batch.values[self.target][keep])
+        targets = batch.values[self.target][keep]
+        return F.cross_entropy(outputs[keep], targets, label_smoothing=self.label_smoothing)
 
     def collect(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         keep = batch.present[self.target]

@@ -1,4 +1,4 @@
-"""Cross-modal retrieval: a joint embedding of two fields learned with symmetric InfoNCE."""
+"""Cross-modal retrieval: a joint embedding of two fields learned with a contrastive loss."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polymodal.config import RetrievalLoss
 from polymodal.data.schema import Batch
-from polymodal.losses import info_nce_gathered
+from polymodal.losses import hinge_triplet, info_nce_gathered, siglip
 from polymodal.metrics.retrieval import retrieval_scores
 from polymodal.models.encoders.base import Encoded
 from polymodal.tasks.base import Task
@@ -19,7 +20,14 @@ MAX_LOGIT_SCALE = math.log(100.0)  # the temperature is learned but never below 
 
 
 class Retrieve(Task):
-    """Projects the ``query`` and ``gallery`` fields' pooled vectors into one space."""
+    """Projects the ``query`` and ``gallery`` fields' pooled vectors into one space.
+
+    ``loss`` picks InfoNCE (learned temperature), the VSE hinge-triplet loss summed over
+    negatives or on the hardest one (``margin``), or SigLIP (learned scale, initially 10, and
+    bias, initially -10, as in the paper). Under DDP only InfoNCE draws negatives from every
+    rank; the others score each rank's rows locally. The hinge losses learn no scale, since DDP
+    refuses parameters that get no gradient.
+    """
 
     uses_fusion = False
     main_metric = "mean_recall"
@@ -32,12 +40,19 @@ class Retrieve(Task):
         gallery_dim: int,
         dim: int = 128,
         temperature: float = 0.07,
+        loss: RetrievalLoss = "info_nce",
+        margin: float = 0.2,
     ) -> None:
         super().__init__()
         self.query, self.gallery = query, gallery
+        self.loss_name, self.margin = loss, margin
         self.query_proj = nn.Linear(query_dim, dim)
         self.gallery_proj = nn.Linear(gallery_dim, dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        if loss == "info_nce":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        elif loss == "siglip":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -58,7 +73,12 @@ class Retrieve(Task):
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         keep = outputs["query_present"] & outputs["gallery_present"]
-        return info_nce_gathered(outputs["query"][keep], outputs["gallery"][keep], self.logit_scale)
+        query, gallery = outputs["query"][keep], outputs["gallery"][keep]
+        if self.loss_name == "info_nce":
+            return info_nce_gathered(query, gallery, self.logit_scale)
+        if self.loss_name == "siglip":
+            return siglip(query, gallery, self.logit_scale, self.logit_bias)
+        return hinge_triplet(query, gallery, self.margin, hardest=self.loss_name == "hinge_hardest")
 
     def collect(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         keep = outputs["query_present"] & outputs["gallery_present"]
@@ -77,7 +97,8 @@ class Retrieve(Task):
             v for d in (forward, backward) for k, v in scores[d].items() if k.startswith("R@")
         ]
         scores["mean_recall"] = sum(recalls) / len(recalls)
-        scores["temperature"] = float(1.0 / self.logit_scale.detach())
+        if self.loss_name in ("info_nce", "siglip"):
+            scores["temperature"] = float(1.0 / self.logit_scale.detach())
         return scores
 
     def postprocess(self, outputs: dict[str, torch.Tensor], index: int) -> dict[str, Any]:
