@@ -189,9 +189,19 @@ DEFAULT_ENCODERS: dict[str, type[BaseModel]] = {
 class FusionConfig(Strict):
     """How the encoded fields become one representation."""
 
-    type: Literal["concat", "attention", "low_rank_tensor", "cross_attention"] = Field(
-        "concat", description="the fusion method"
-    )
+    type: Literal[
+        "concat",
+        "attention",
+        "low_rank_tensor",
+        "cross_attention",
+        "sum",
+        "mean",
+        "max",
+        "product",
+        "gated",
+        "tensor",
+        "bilinear",
+    ] = Field("concat", description="the fusion method")
     dim: int = Field(256, ge=1, description="fused dimension")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 
+from polymodal.config import FusionConfig
 from polymodal.models.encoders.base import Encoded
 from polymodal.models.fusion import FUSIONS
 
@@ -33,6 +36,9 @@ def test_absent_inputs_do_not_matter(name):
     assert torch.isfinite(out_a).all()
     assert torch.allclose(out_a, out_b)
     assert not torch.allclose(out_a[0], out_a[1])
+    out_a.sum().backward()
+    grads = [p.grad for p in fusion.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 def test_attention_weights_cover_present_fields_only():
@@ -51,3 +57,45 @@ def test_attention_weights_cover_present_fields_only():
 def test_fields_are_visited_in_sorted_order():
     fusion = FUSIONS["concat"]({"b": 2, "a": 3}, dim=4)
     assert fusion.fields == ["a", "b"]
+
+
+def test_fusion_names_match_the_config():
+    assert set(get_args(FusionConfig.model_fields["type"].annotation)) == set(FUSIONS)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("sum", [[4.0, 2.0], [1.0, 2.0], [0.0, 0.0]]),
+        ("mean", [[2.0, 1.0], [1.0, 2.0], [0.0, 0.0]]),
+        ("max", [[3.0, 2.0], [1.0, 2.0], [0.0, 0.0]]),
+        ("product", [[3.0, 0.0], [1.0, 2.0], [0.0, 0.0]]),
+    ],
+)
+def test_pooling_reduces_over_present_fields_only(name, expected):
+    dims = {"a": 2, "b": 2}
+    fusion = FUSIONS[name](dims, dim=2).eval()
+    with torch.no_grad():
+        for linear in fusion.project.values():
+            linear.weight.copy_(torch.eye(2))
+            linear.bias.zero_()
+    values = {"a": [[1.0, 2.0], [1.0, 2.0], [5.0, 5.0]], "b": [[3.0, 0.0], [9.0, 9.0], [5.0, 5.0]]}
+    inputs = {
+        f: Encoded(
+            torch.tensor(v).unsqueeze(1), torch.ones(3, 1, dtype=torch.bool), torch.tensor(v)
+        )
+        for f, v in values.items()
+    }
+    present = {"a": torch.tensor([True, True, False]), "b": torch.tensor([True, False, False])}
+    assert fusion(inputs, present).tolist() == expected
+
+
+def test_tensor_fusion_absent_field_is_the_one_only_vector():
+    dims = {"image": 4, "text": 6}
+    fusion = FUSIONS["tensor"](dims, dim=8)
+    present = {"image": torch.tensor([True, False]), "text": torch.tensor([True, True])}
+    extended = fusion.extended(encoded(dims, 2, 0), present)
+    assert extended.shape == (2, 2, 9)
+    assert extended[1, 0].tolist() == [0.0] * 8 + [1.0]
+    assert extended[:, :, -1].eq(1.0).all()
+    assert extended[0, 0, :-1].ne(0.0).any()

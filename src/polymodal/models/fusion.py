@@ -6,10 +6,66 @@ an absent input's values. Fields are always visited in sorted order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Literal, get_args
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from polymodal.models.encoders.base import Encoded
+
+Reduction = Literal["sum", "mean", "max", "product"]
+
+
+def _mask(fields: list[str], present: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (B, M) presence mask, fields in the given order."""
+    return torch.stack([present[f] for f in fields], dim=1)
+
+
+def _masked_concat(
+    fields: list[str], encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Pooled vectors (zeroed where absent) and presence flags, concatenated per row."""
+    parts = []
+    for name in fields:
+        mask = present[name].unsqueeze(-1).to(encoded[name].pooled.dtype)
+        parts += [encoded[name].pooled * mask, mask]
+    return torch.cat(parts, dim=-1)
+
+
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of (B, M) scores over the present fields; absent ones and empty rows get 0."""
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    return torch.nan_to_num(weights, nan=0.0)  # rows with nothing present: all -inf -> NaN
+
+
+def _reduce(values: torch.Tensor, mask: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Reduce (B, M, D) ``values`` over the present fields of ``mask`` (B, M) to (B, D).
+
+    Absent values never enter; a row with nothing present reduces to zeros.
+    """
+    keep = mask.unsqueeze(-1)
+    if reduction == "max":
+        out = values.masked_fill(~keep, float("-inf")).amax(1)
+    elif reduction == "product":
+        out = values.masked_fill(~keep, 1.0).prod(1)
+    else:
+        out = values.masked_fill(~keep, 0.0).sum(1)
+        if reduction == "mean":
+            out = out / keep.sum(1).clamp(min=1)
+    return out.masked_fill(~keep.any(1), 0.0)
+
+
+class _Projection(nn.ModuleDict):
+    """One linear map per field; calling it stacks the projected pooled vectors (B, M, width)."""
+
+    def __init__(self, input_dims: dict[str, int], width: int) -> None:
+        super().__init__({f: nn.Linear(input_dims[f], width) for f in sorted(input_dims)})
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        return torch.stack([self[f](encoded[f].pooled) for f in self], dim=1)
 
 
 class Concat(nn.Module):
@@ -25,11 +81,7 @@ class Concat(nn.Module):
     def forward(
         self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        parts = []
-        for name in self.fields:
-            mask = present[name].unsqueeze(-1).to(encoded[name].pooled.dtype)
-            parts += [encoded[name].pooled * mask, mask]
-        return self.project(torch.cat(parts, dim=-1))
+        return self.project(_masked_concat(self.fields, encoded, present))
 
 
 class Attention(nn.Module):
@@ -42,32 +94,25 @@ class Attention(nn.Module):
     def __init__(self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.fields = sorted(input_dims)
-        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.project = _Projection(input_dims, dim)
         self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
         self.out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
         self.output_dim = dim
 
-    def _project(self, encoded: dict[str, Encoded]) -> torch.Tensor:
-        return torch.stack([self.project[f](encoded[f].pooled) for f in self.fields], dim=1)
-
-    def _weights(self, projected: torch.Tensor, present: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = torch.stack([present[f] for f in self.fields], dim=1)  # (B, M)
-        scores = self.score(projected).squeeze(-1).masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=1)
-        return torch.nan_to_num(weights, nan=0.0)  # rows with nothing present: all -inf -> NaN
+    def _weights(self, projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _masked_softmax(self.score(projected).squeeze(-1), mask)
 
     def modality_weights(
         self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        return self._weights(self._project(encoded), present)
+        return self._weights(self.project(encoded), _mask(self.fields, present))
 
     def forward(
         self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        projected = self._project(encoded)
-        mask = torch.stack([present[f] for f in self.fields], dim=1).unsqueeze(-1)
-        projected = projected.masked_fill(~mask, 0.0)  # absent values cannot leak in
-        weights = self._weights(projected, present)
+        mask = _mask(self.fields, present)
+        projected = self.project(encoded).masked_fill(~mask.unsqueeze(-1), 0.0)  # no leaks
+        weights = self._weights(projected, mask)
         return self.out((weights.unsqueeze(-1) * projected).sum(1))
 
 
@@ -171,9 +216,136 @@ class CrossAttention(nn.Module):
         return self.out(torch.cat(parts, dim=-1))
 
 
-FUSIONS: dict[str, type[nn.Module]] = {
+class Pooled(nn.Module):
+    """Project each field to ``dim`` and reduce over the present fields, then ReLU.
+
+    ``reduction`` is ``sum``, ``mean`` (over the fields present), ``max`` or ``product``; a row
+    with nothing present fuses to zeros.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        dim: int = 256,
+        dropout: float = 0.1,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.reduction: Reduction = reduction
+        self.project = _Projection(input_dims, dim)
+        self.out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        mask = _mask(self.fields, present)
+        return self.out(_reduce(self.project(encoded), mask, self.reduction))
+
+
+class Gated(nn.Module):
+    """Gated multimodal unit (Arevalo et al., 2017): a gated sum of tanh field projections.
+
+    The gate is a softmax over the present fields of scores computed from the pooled vectors
+    (zeroed where absent) and presence flags, concatenated; absent fields get zero gate.
+    """
+
+    def __init__(self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.project = _Projection(input_dims, dim)
+        width = sum(input_dims.values()) + len(self.fields)
+        self.gate = nn.Linear(width, len(self.fields))
+        self.out = nn.Dropout(dropout)
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        mask = _mask(self.fields, present)
+        hidden = torch.tanh(self.project(encoded))
+        gate = _masked_softmax(self.gate(_masked_concat(self.fields, encoded, present)), mask)
+        return self.out((gate.unsqueeze(-1) * hidden).sum(1))
+
+
+class TensorFusion(nn.Module):
+    """Tensor fusion (Zadeh et al., 2017): a linear map of the outer product of every [h; 1].
+
+    Each field is projected to ``rank_dim`` (default ``min(dim, 16)``) and extended with a
+    constant 1; an absent field enters as [0, ..., 0, 1], so its values cannot leak in. The
+    outer product has ``(rank_dim + 1) ** M`` entries for M fields.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        dim: int = 256,
+        dropout: float = 0.1,
+        rank_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        rank_dim = min(dim, 16) if rank_dim is None else rank_dim
+        self.project = _Projection(input_dims, rank_dim)
+        self.out = nn.Sequential(
+            nn.Linear((rank_dim + 1) ** len(self.fields), dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.output_dim = dim
+
+    def extended(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The (B, M, rank_dim + 1) vectors [h; 1] whose outer product is fused."""
+        mask = _mask(self.fields, present).unsqueeze(-1)
+        projected = self.project(encoded).masked_fill(~mask, 0.0)
+        return torch.cat([projected, torch.ones_like(projected[..., :1])], dim=-1)
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        extended = self.extended(encoded, present)
+        outer = extended[:, 0]
+        for index in range(1, extended.shape[1]):
+            outer = (outer.unsqueeze(-1) * extended[:, index].unsqueeze(1)).flatten(1)
+        return self.out(outer)
+
+
+class Bilinear(nn.Module):
+    """Factorised bilinear pooling (MFB, Yu et al., 2017) of the present fields.
+
+    Each field is projected to ``factors * dim``; the present projections are multiplied
+    elementwise, sum-pooled over the ``factors``, then power- (signed square root) and
+    L2-normalised. A row with nothing present fuses to zeros.
+    """
+
+    def __init__(
+        self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1, factors: int = 5
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.factors = factors
+        self.project = _Projection(input_dims, factors * dim)
+        self.out = nn.Dropout(dropout)
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        product = _reduce(self.project(encoded), _mask(self.fields, present), "product")
+        pooled = product.unflatten(-1, (self.output_dim, self.factors)).sum(-1)
+        # clamp keeps the square root's gradient finite at 0
+        signed_root = pooled.sign() * pooled.abs().clamp(min=1e-12).sqrt()
+        return self.out(F.normalize(signed_root, dim=-1))
+
+
+FUSIONS: dict[str, Callable[..., nn.Module]] = {
     "concat": Concat,
     "attention": Attention,
     "low_rank_tensor": LowRankTensor,
     "cross_attention": CrossAttention,
+    **{reduction: partial(Pooled, reduction=reduction) for reduction in get_args(Reduction)},
+    "gated": Gated,
+    "tensor": TensorFusion,
+    "bilinear": Bilinear,
 }
