@@ -133,7 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             result = run_training(config, print, overwrite=args.overwrite)
     finally:
         shutdown_distributed()
-    if result.run_dir.is_dir() and (result.run_dir / "results.json").is_file():
+    if result.is_main:  # under torchrun, one process reports
         console = _console()
         if result.test:
             console.print(_results_table("test split (every metric: results.json)", result.test))

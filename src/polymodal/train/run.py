@@ -29,6 +29,7 @@ class RunResult:
     test: dict[str, dict[str, Any]]
     train: TrainResult
     data: PreparedData
+    is_main: bool = True  # False in the other processes of a torchrun launch
 
 
 def describe_data(data: PreparedData) -> list[str]:
@@ -164,7 +165,7 @@ def run_training(
             },
         )
     barrier()
-    return RunResult(run_dir, result.best_dir, test, result, data)
+    return RunResult(run_dir, result.best_dir, test, result, data, dist.is_main)
 
 
 def _prepare(config: RunConfig, dist: DistContext) -> PreparedData:
