@@ -297,6 +297,13 @@ class TrainConfig(Strict):
         " fp16 with a gradient scaler on older GPUs, else fp32",
     )
     accumulate: int = Field(1, ge=1, description="batches whose gradients make one step")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="chance that a row loses each input it has while training (it keeps one),"
+        " so the model learns to answer with what it has",
+    )
     early_stopping: EarlyStopping | None = Field(
         None, description="stop when the validation score stops improving; null: never"
     )

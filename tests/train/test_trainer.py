@@ -181,3 +181,36 @@ def test_rows_found_bad_mid_epoch_are_dropped_and_quarantined(bad_manifest, tmp_
     lines = (result.run_dir / "quarantine.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["line"] for line in lines) == sorted(bad_manifest.quarantined)
     assert result.train.history[-1]["train_loss"] > 0
+
+
+def test_modality_dropout_keeps_one_input_per_row():
+    from polymodal.data.schema import Batch
+    from polymodal.train.trainer import drop_modalities
+
+    present = {
+        "a": torch.tensor([True, True, False, True] * 50),
+        "b": torch.tensor([True, False, False, True] * 50),
+        "label": torch.ones(200, dtype=torch.bool),
+    }
+    batch = Batch({}, present, {}, list(range(200)))
+    assert drop_modalities(batch, ["a", "b"], 0.0) is batch
+    torch.manual_seed(0)
+    everything = drop_modalities(batch, ["a", "b"], 1.0)
+    kept = torch.stack([everything.present["a"], everything.present["b"]], dim=1)
+    had = torch.stack([present["a"], present["b"]], dim=1)
+    assert not (kept & ~had).any()  # nothing absent comes back
+    assert kept.sum(1).tolist() == had.any(1).long().tolist()  # exactly one kept where any
+    assert torch.equal(everything.present["label"], present["label"])  # targets untouched
+    torch.manual_seed(0)
+    half = drop_modalities(batch, ["a", "b"], 0.5)
+    dropped = (had & ~torch.stack([half.present["a"], half.present["b"]], dim=1)).sum()
+    assert 0.2 * had.sum() < dropped < 0.5 * had.sum()  # about half, less the rescued ones
+    torch.manual_seed(0)
+    again = drop_modalities(batch, ["a", "b"], 0.5)
+    assert all(torch.equal(again.present[k], half.present[k]) for k in present)
+
+
+def test_modality_dropout_trains(tiny_manifest, tmp_path):
+    config = text_price_config(tiny_manifest, tmp_path, modality_dropout=0.3, epochs=1)
+    result = run_training(config, log=lambda m: None)
+    assert math.isfinite(result.train.history[0]["train_loss"])

@@ -8,12 +8,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.functional import one_hot
 from torch.nn.parallel import DistributedDataParallel
 
 from polymodal.config import DataConfig, TrainConfig
@@ -47,6 +48,23 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def drop_modalities(batch: Batch, inputs: list[str], rate: float) -> Batch:
+    """``batch`` with each present input of each row marked absent with chance ``rate``; a row
+    keeps at least one of the inputs it had (one drawn at random). Draws from torch's global
+    RNG, which checkpoints save, so a resumed run drops the same ones."""
+    if rate <= 0 or not inputs:
+        return batch
+    present = torch.stack([batch.present[name] for name in inputs], dim=1)  # (B, M)
+    kept = present & (torch.rand(present.shape) >= rate)
+    lost_all = present.any(1) & ~kept.any(1)
+    if lost_all.any():
+        scores = torch.rand(present.shape).masked_fill(~present, -1.0)
+        rescued = one_hot(scores.argmax(1), len(inputs)).bool()
+        kept |= rescued & lost_all.unsqueeze(1)
+    masks = {name: kept[:, i] for i, name in enumerate(inputs)}
+    return replace(batch, present={**batch.present, **masks})
 
 
 class Schedule:
@@ -321,6 +339,7 @@ class Trainer:
         scaler: torch.amp.GradScaler | None,
     ) -> float:
         """Forward and backward of one batch; its gradient adds to those before it."""
+        batch = drop_modalities(batch, model.inputs, self.config.modality_dropout)
         batch = batch.to(self.dist.device)
         with precision.autocast(self.dist.device):
             loss, _ = model.losses(wrapped(batch), batch)
