@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import load_average, machine
+from machine import load_average, machine, write_report
 
 from polymodal.config import RunConfig, validate
 from polymodal.data.dataset import loader, workers_for
@@ -452,12 +452,8 @@ def main() -> None:
         "warm_read_speedup_at_least": WARM_SPEEDUP_TARGET,
         "warm_read_speedup_met": report["read"]["met"],
     }
-    report["load_average_end"] = load_average()
-    report["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out or (work / "data_scale-quick.json" if args.quick else RESULTS))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({report['seconds']:.0f} s)")
+    write_report(report, start, out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""What a benchmark reports about the machine it ran on (shared by the benchmarks)."""
+"""What every benchmark reports: the machine it ran on, its load, and the JSON it writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,12 @@ def machine() -> dict[str, Any]:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_report(report: dict[str, Any], start: float, out: Path) -> None:
+    """Close ``report`` (load at the end, seconds since ``start``) and write it to ``out``."""
+    report["load_average_end"] = load_average()
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({report['seconds']:.0f} s)")

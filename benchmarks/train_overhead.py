@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import math
 import shutil
 import statistics
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import load_average, machine
+from machine import load_average, machine, write_report
 
 from polymodal.config import RunConfig, validate
 from polymodal.data.dataset import RowDataset, loader, workers_for
@@ -411,12 +410,8 @@ def main() -> None:
     start = time.perf_counter()
     print(f"machine: {report['machine']['cpu_model']}, load {report['load_average_start']}")
     report.update(run(rows, rounds, warmup, work))
-    report["load_average_end"] = load_average()
-    report["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out or (work / "train_overhead-quick.json" if args.quick else RESULTS))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({report['seconds']:.0f} s)")
+    write_report(report, start, out)
 
 
 if __name__ == "__main__":
