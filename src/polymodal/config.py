@@ -21,9 +21,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Kind = Literal["image", "text", "tabular", "label"]
+Kind = Literal["image", "text", "tabular", "label", "audio", "sequence", "video", "features"]
 Role = Literal["input", "target"]
 RetrievalLoss = Literal["info_nce", "hinge_sum", "hinge_hardest", "siglip"]
+
+
+def union_members(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly Annotated / Optional / Union) annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return union_members(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in union_members(a)]
+    return [annotation]
 
 
 class FieldSpec(Strict):
@@ -84,6 +94,46 @@ class TextOptions(Strict):
     )
 
 
+class AudioOptions(Strict):
+    """How audio files are read: mono, resampled, log-mel spectrogram, cropped or padded."""
+
+    sample_rate: int = Field(16000, ge=1000, description="rate every clip is resampled to (Hz)")
+    max_seconds: float = Field(
+        4.0,
+        gt=0,
+        description="longer clips are cropped to this (random in training, centre in"
+        " evaluation); shorter ones padded, with a length mask",
+    )
+    n_mels: int = Field(64, ge=1, description="mel bands of the log-mel spectrogram")
+    n_fft: int = Field(400, ge=16, description="FFT window in samples (400: 25 ms at 16 kHz)")
+    hop_length: int = Field(160, ge=1, description="samples between frames (160: 10 ms at 16 kHz)")
+    features: Literal["log_mel", "waveform"] = Field(
+        "log_mel",
+        description="log_mel: a (frames, n_mels) spectrogram; waveform: the resampled samples"
+        " (for encoders that compute their own features)",
+    )
+
+
+class SequenceOptions(Strict):
+    """How numeric time series are read: per-channel standardisation, the last steps kept."""
+
+    max_length: int = Field(
+        256, ge=1, description="steps kept per series; a longer one keeps its last steps"
+    )
+
+
+class VideoOptions(Strict):
+    """How videos (a file, a frame folder or a list of frames) are read."""
+
+    frames: int = Field(
+        8, ge=1, description="frames sampled uniformly (training: at a random offset)"
+    )
+    size: int = Field(64, ge=8, description="side in pixels of the square frames are fitted to")
+    max_seconds: float | None = Field(
+        None, gt=0, description="only the first seconds of a video file are read; null: all"
+    )
+
+
 class DataConfig(Strict):
     """Where the samples are and how each field is read."""
 
@@ -104,6 +154,11 @@ class DataConfig(Strict):
     strict: bool = Field(False, description="any bad row is an error instead of being quarantined")
     image: ImageOptions = Field(ImageOptions(), description="how image fields are read")
     text: TextOptions = Field(TextOptions(), description="how text fields are read")
+    audio: AudioOptions = Field(AudioOptions(), description="how audio fields are read")
+    sequence: SequenceOptions = Field(
+        SequenceOptions(), description="how time-series fields are read"
+    )
+    video: VideoOptions = Field(VideoOptions(), description="how video fields are read")
     cache: Literal["none", "memory", "disk"] = Field(
         "none",
         description="preprocessed tensors kept: none (decode every epoch), memory, disk (reused)",
@@ -145,7 +200,8 @@ TRANSFER_OPTIONS = frozenset(EncoderTransfer.model_fields)
 
 
 class CNNEncoderConfig(EncoderTransfer):
-    """A small convolutional network, for images."""
+    """A small convolutional network: images, log-mel spectrograms, or each frame of a video
+    (then pooled over time by attention)."""
 
     type: Literal["cnn"] = Field("cnn", description="the encoder type")
     dim: int = Field(128, ge=1, description="output dimension")
@@ -155,13 +211,43 @@ class CNNEncoderConfig(EncoderTransfer):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout rate")
 
 
+class ViTEncoderConfig(EncoderTransfer):
+    """A small vision transformer over image patches (or each frame of a video)."""
+
+    type: Literal["vit"] = Field("vit", description="the encoder type")
+    dim: int = Field(128, ge=1, description="token and output dimension")
+    patch: int = Field(8, ge=1, description="side in pixels of the square patches")
+    layers: int = Field(4, ge=1, description="transformer layers")
+    heads: int = Field(4, ge=1, description="attention heads per layer")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
+
+
 class TransformerEncoderConfig(EncoderTransfer):
-    """A transformer over token embeddings, for texts."""
+    """A transformer over a sequence: text tokens, spectrogram frames or time-series steps."""
 
     type: Literal["transformer"] = Field("transformer", description="the encoder type")
     dim: int = Field(64, ge=1, description="token and output dimension")
     layers: int = Field(2, ge=1, description="transformer layers")
     heads: int = Field(4, ge=1, description="attention heads per layer")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
+
+
+class RNNEncoderConfig(EncoderTransfer):
+    """A recurrent network (GRU or LSTM) over text tokens or time-series steps."""
+
+    type: Literal["gru", "lstm"] = Field(description="the encoder type: gru or lstm")
+    dim: int = Field(64, ge=1, description="output dimension")
+    hidden: int = Field(64, ge=1, description="hidden size of each direction")
+    layers: int = Field(1, ge=1, description="stacked recurrent layers")
+    bidirectional: bool = Field(True, description="read the sequence both ways")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
+
+
+class BagEncoderConfig(EncoderTransfer):
+    """The mean of a text's token embeddings (bag of embeddings, fastText-like)."""
+
+    type: Literal["bag"] = Field("bag", description="the encoder type")
+    dim: int = Field(64, ge=1, description="embedding and output dimension")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 
 
@@ -175,15 +261,71 @@ class MLPEncoderConfig(EncoderTransfer):
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
 
 
+class PassthroughEncoderConfig(EncoderTransfer):
+    """Precomputed feature vectors, as they are or through one linear projection."""
+
+    type: Literal["passthrough"] = Field("passthrough", description="the encoder type")
+    dim: int | None = Field(
+        None, ge=1, description="project the features to this size; null: as is"
+    )
+
+
+class PretrainedEncoderConfig(EncoderTransfer):
+    """A pretrained backbone: a Hugging Face AutoModel (local directory or hub id) or one of
+    the packaged offline defaults (``minilm`` for text, ``efficientnet-lite0`` for images)."""
+
+    type: Literal["pretrained"] = Field("pretrained", description="the encoder type")
+    model: str = Field(
+        description="minilm, efficientnet-lite0, or a Hugging Face model directory or hub id"
+    )
+    unfreeze_last: int | None = Field(
+        None,
+        ge=0,
+        description="train only the last N blocks (0: none, frozen); null: all, unless freeze",
+    )
+    dim: int | None = Field(
+        None, ge=1, description="project the backbone's output to this size; null: as is"
+    )
+    precompute: bool = Field(
+        False,
+        description="a frozen backbone's features are computed once and kept in the data cache",
+    )
+
+
 EncoderConfig = Annotated[
-    Union[CNNEncoderConfig, TransformerEncoderConfig, MLPEncoderConfig],  # noqa: UP007
+    Union[  # noqa: UP007
+        CNNEncoderConfig,
+        ViTEncoderConfig,
+        TransformerEncoderConfig,
+        RNNEncoderConfig,
+        BagEncoderConfig,
+        MLPEncoderConfig,
+        PassthroughEncoderConfig,
+        PretrainedEncoderConfig,
+    ],
     Field(discriminator="type"),
 ]
-DEFAULT_ENCODERS: dict[str, type[BaseModel]] = {
-    "image": CNNEncoderConfig,
-    "text": TransformerEncoderConfig,
-    "tabular": MLPEncoderConfig,
+# The encoder types each modality kind can use; the first is the kind's default.
+ENCODER_TYPES: dict[str, tuple[str, ...]] = {
+    "image": ("cnn", "vit", "pretrained"),
+    "text": ("transformer", "gru", "lstm", "bag", "pretrained"),
+    "tabular": ("mlp",),
+    "audio": ("cnn", "transformer", "pretrained"),
+    "sequence": ("gru", "lstm", "transformer"),
+    "video": ("cnn", "vit"),
+    "features": ("passthrough",),
 }
+ENCODER_CONFIGS: dict[str, type[BaseModel]] = {
+    name: cls
+    for cls in union_members(EncoderConfig)
+    for name in typing.get_args(cls.model_fields["type"].annotation)
+}
+
+
+def default_encoder(kind: str) -> BaseModel:
+    """The encoder config a field of ``kind`` gets when none is named."""
+    name = ENCODER_TYPES[kind][0]
+    return ENCODER_CONFIGS[name](type=name)
 
 
 class FusionConfig(Strict):
@@ -201,9 +343,16 @@ class FusionConfig(Strict):
         "gated",
         "tensor",
         "bilinear",
+        "early_transformer",
+        "mult",
+        "graph",
     ] = Field("concat", description="the fusion method")
     dim: int = Field(256, ge=1, description="fused dimension")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate")
+    layers: int = Field(
+        2, ge=1, description="transformer and graph fusions: layers (message-passing rounds)"
+    )
+    heads: int = Field(4, ge=1, description="transformer and graph fusions: attention heads")
 
 
 class ClassifyConfig(Strict):
@@ -328,16 +477,6 @@ class RunConfig(Strict):
     @property
     def run_dir(self) -> Path:
         return self.train.out_dir / self.name
-
-
-def union_members(annotation: Any) -> list[Any]:
-    """The alternatives of a (possibly Annotated / Optional / Union) annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return union_members(typing.get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        return [m for a in typing.get_args(annotation) for m in union_members(a)]
-    return [annotation]
 
 
 def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:

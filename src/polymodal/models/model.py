@@ -13,11 +13,12 @@ from torch.utils.checkpoint import checkpoint
 
 from polymodal import __version__
 from polymodal.config import (
-    DEFAULT_ENCODERS,
+    ENCODER_TYPES,
     TRANSFER_OPTIONS,
     ClassifyConfig,
     ModelConfig,
     RetrieveConfig,
+    default_encoder,
 )
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
@@ -29,7 +30,6 @@ from polymodal.tasks import Classify, Retrieve, Task
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-ENCODER_FOR_KIND = {"image": "cnn", "text": "transformer", "tabular": "mlp"}
 
 
 class MultimodalModel(nn.Module):
@@ -171,11 +171,11 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
     for name in inputs:
         _check_field(preprocessor, name, "model.inputs", ("image", "text", "tabular"))
         kind = schema.fields[name].kind
-        enc_config = config.encoders.get(name) or DEFAULT_ENCODERS[kind]()
-        if enc_config.type != ENCODER_FOR_KIND[kind]:
+        enc_config = config.encoders.get(name) or default_encoder(kind)
+        if enc_config.type not in ENCODER_TYPES[kind]:
             raise ConfigError(
                 f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
-                f"{kind} field '{name}'; use type '{ENCODER_FOR_KIND[kind]}'"
+                f"{kind} field '{name}'; use type {' or '.join(map(repr, ENCODER_TYPES[kind]))}"
             )
         options = enc_config.model_dump(exclude={"type", *TRANSFER_OPTIONS})
         encoders[name] = ENCODERS[enc_config.type](**preprocessor.encoder_args(name), **options)
