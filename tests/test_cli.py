@@ -16,6 +16,7 @@ from PIL import Image
 
 from polymodal import __version__
 from polymodal.cli import main
+from polymodal.models.architectures import list_models, load_architecture
 from polymodal.predictor import Predictor
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -165,6 +166,38 @@ def test_generate_rejects_a_too_small_image(capsys, tmp_path):
     code, _, err = generate(capsys, tmp_path, "--n", 5, "--image-size", 8)
     assert code == 2
     assert_one_line_error(err, "image_size is 8", "at least 32")
+
+
+def test_generate_shapeworld_sound_is_on_unless_turned_off(capsys, tmp_path):
+    assert generate(capsys, tmp_path / "on", "--n", 4)[0] == 0
+    assert generate(capsys, tmp_path / "off", "--n", 4, "--no-sound")[0] == 0
+    on, off = ((tmp_path / d / "manifest.jsonl").read_text().splitlines() for d in ("on", "off"))
+    assert all(json.loads(line)["trimodal"] in ("true", "false") for line in on)
+    assert len(list((tmp_path / "on" / "sounds").glob("*.wav"))) >= 4
+    assert not (tmp_path / "off" / "sounds").exists() and "audio" not in json.loads(off[0])
+
+
+def test_generate_driving(capsys, tmp_path):
+    argv = ("data", "generate", "driving", "--out", tmp_path, "--size", 12, "--seed", 1)
+    code, out, _ = cli(capsys, *argv)
+    assert code == 0
+    assert out == f"wrote 12 rows: {tmp_path / 'manifest.jsonl'}\n"
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all((tmp_path / r["camera"]).is_file() for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "option", "named"),
+    [
+        ("driving", ("--statement-mix", "count=1"), "--statement-mix"),
+        ("voice_commands", ("--no-sound",), "--sound"),
+    ],
+)
+def test_generate_rejects_another_dataset_s_option(capsys, tmp_path, dataset, option, named):
+    code, _, err = cli(capsys, "data", "generate", dataset, "--out", tmp_path / "x", *option)
+    assert code == 2
+    assert_one_line_error(err, f"{named}: not an option of the {dataset} dataset")
+    assert not (tmp_path / "x").exists()
 
 
 def test_inspect_json(capsys, tiny_manifest):
@@ -679,3 +712,23 @@ def test_config_reference_prints_the_reference(capsys):
     code, out, _ = cli(capsys, "config", "reference")
     assert code == 0
     assert out == config_reference()
+
+
+def test_models_list_names_and_describes_every_architecture(capsys):
+    code, out, _ = cli(capsys, "models", "list")
+    assert code == 0
+    for name in list_models():
+        assert name in out
+    assert "Tensor Fusion Network" in out
+
+
+def test_models_show_prints_the_architecture_json(capsys):
+    code, out, _ = cli(capsys, "models", "show", "vse_pp")
+    assert code == 0
+    assert json.loads(out) == load_architecture("vse_pp")
+
+
+def test_models_show_an_unknown_name(capsys):
+    code, out, err = cli(capsys, "models", "show", "clip")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "no architecture 'clip'", "did you mean 'clip_small'?")

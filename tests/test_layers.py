@@ -14,12 +14,12 @@ LAYERS = [  # top to bottom; a module may import its own layer and the ones belo
     ["evaluate"],
     ["train"],
     ["predictor", "inference"],
-    ["models.model", "models.transfer"],
+    ["models.model", "models.transfer", "models.precompute"],
     ["tasks"],
     ["models.encoders", "models.fusion", "models", "losses"],
     ["data"],
     ["metrics"],
-    ["config", "config_reference"],
+    ["config", "config_reference", "models.architectures"],  # named configs, read by config
     ["io", "errors", "progress", ""],  # "" is the package itself: polymodal/__init__.py
 ]
 SOURCE = Path(polymodal.__file__).parent

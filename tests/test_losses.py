@@ -6,7 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polymodal.losses import hinge_triplet, siglip
+from polymodal.losses import (
+    MAX_LOGIT_SCALE,
+    HingeTripletLoss,
+    InfoNCELoss,
+    LabelSmoothingCrossEntropy,
+    SigLIPLoss,
+    hinge_triplet,
+    info_nce,
+    label_smoothing_cross_entropy,
+    retrieval_loss,
+    siglip,
+)
 
 
 def hinge_reference(query: torch.Tensor, gallery: torch.Tensor, margin: float, hardest: bool):
@@ -122,3 +133,87 @@ def test_gradients_are_finite(name):
     grads = [query.grad, gallery.grad] + ([scale.grad, bias.grad] if name == "siglip" else [])
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert query.grad.abs().sum() > 0
+
+
+def pairs(seed: int = 0, rows: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 5, generator=generator), torch.randn(rows, 5, generator=generator)
+
+
+def test_info_nce_module_equals_the_function_at_its_learned_temperature():
+    loss = InfoNCELoss(temperature=0.05)
+    query, gallery = pairs()
+    assert loss.temperature == pytest.approx(0.05)
+    assert loss(query, gallery).item() == pytest.approx(info_nce(query, gallery, 20.0).item())
+    loss(query, gallery).backward()
+    assert loss.log_scale.grad is not None and float(loss.log_scale.grad) != 0.0
+    assert [name for name, _ in loss.named_parameters()] == ["log_scale"]
+
+
+@pytest.mark.parametrize("make", [InfoNCELoss, SigLIPLoss])
+def test_learned_temperature_is_clamped_to_0_01_and_1(make):
+    loss = make()
+    query, gallery = pairs()
+    with torch.no_grad():
+        loss.log_scale.fill_(10.0)
+    assert loss.logit_scale.item() == pytest.approx(100.0)
+    assert loss.temperature == pytest.approx(0.01)
+    loss(query, gallery).backward()
+    assert float(loss.log_scale.grad) == 0.0  # at the bound the clamp passes no gradient
+    with torch.no_grad():
+        loss.log_scale.fill_(-3.0)
+    assert loss.logit_scale.item() == pytest.approx(1.0)
+    assert InfoNCELoss(temperature=0.001).logit_scale.item() == pytest.approx(
+        math.exp(MAX_LOGIT_SCALE)
+    )
+
+
+def test_siglip_module_equals_the_function_with_the_paper_s_start():
+    loss = SigLIPLoss()
+    query, gallery = pairs(1)
+    assert loss.logit_scale.item() == pytest.approx(10.0) and loss.logit_bias.item() == -10.0
+    expected = siglip(query, gallery, torch.tensor(10.0), torch.tensor(-10.0))
+    assert loss(query, gallery).item() == pytest.approx(expected.item(), rel=1e-6)
+    loss(query, gallery).backward()
+    assert float(loss.log_scale.grad) != 0.0 and float(loss.logit_bias.grad) != 0.0
+
+
+@pytest.mark.parametrize("hardest", [False, True])
+def test_hinge_module_equals_the_function(hardest):
+    query, gallery = pairs(2)
+    loss = HingeTripletLoss(margin=0.4, hardest=hardest)
+    assert list(loss.parameters()) == []
+    assert torch.equal(loss(query, gallery), hinge_triplet(query, gallery, 0.4, hardest))
+
+
+def test_label_smoothing_cross_entropy_by_formula():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    targets = torch.tensor([0, 3, 1, 1, 2])
+    smoothing = 0.2
+    smoothed = torch.full((5, 4), smoothing / 4, dtype=torch.float64)
+    smoothed[torch.arange(5), targets] += 1 - smoothing
+    expected = -(smoothed * logits.log_softmax(-1)).sum(-1).mean()
+    loss = label_smoothing_cross_entropy(logits, targets, smoothing)
+    assert float(loss) == pytest.approx(float(expected), abs=1e-9)
+    assert float(LabelSmoothingCrossEntropy(smoothing)(logits, targets)) == float(loss)
+    plain = label_smoothing_cross_entropy(logits, targets)
+    assert float(plain) == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-12)
+
+
+def test_label_smoothing_cross_entropy_of_no_rows_is_zero_with_graph():
+    logits = torch.randn(0, 3, requires_grad=True)
+    loss = LabelSmoothingCrossEntropy(0.1)(logits, torch.zeros(0, dtype=torch.long))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert logits.grad is not None
+
+
+def test_retrieval_loss_names():
+    assert isinstance(retrieval_loss("info_nce", temperature=0.5), InfoNCELoss)
+    assert retrieval_loss("info_nce", temperature=0.5).temperature == pytest.approx(0.5)
+    assert isinstance(retrieval_loss("siglip"), SigLIPLoss)
+    hardest = retrieval_loss("hinge_hardest", margin=0.3)
+    assert isinstance(hardest, HingeTripletLoss) and hardest.hardest and hardest.margin == 0.3
+    assert not retrieval_loss("hinge_sum").hardest
+

@@ -1,4 +1,4 @@
-"""The ``polymodal`` command: data, train, eval, predict, demo, config.
+"""The ``polymodal`` command: data, train, eval, predict, demo, models, config.
 
 Heavy modules are imported inside each command, so ``polymodal --help`` stays fast.
 """
@@ -22,18 +22,41 @@ def _console() -> Any:
     return Console(highlight=False)
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from polymodal.data.shapeworld import generate
+GENERATE_OPTIONS = {  # the options of `data generate` beyond --out, --n and --seed
+    "shapeworld": ("image_size", "statement_mix", "sound"),
+    "driving": ("image_size",),
+    "voice_commands": (),
+}
 
-    manifest = generate(
-        args.out,
-        n=args.n,
-        seed=args.seed,
-        image_size=args.image_size,
-        statement_mix=_statement_mix(args.statement_mix),
-        progress=not args.quiet,
-    )
-    print(f"wrote {args.n} scenes: {manifest}")
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    given = [k for k in ("image_size", "statement_mix", "sound") if getattr(args, k) is not None]
+    if wrong := [k for k in given if k not in GENERATE_OPTIONS[args.dataset]]:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise ConfigError(f"{flags}: not an option of the {args.dataset} dataset")
+    common = {"n": args.n, "seed": args.seed, "progress": not args.quiet}
+    image_size = 64 if args.image_size is None else args.image_size
+    if args.dataset == "shapeworld":
+        from polymodal.data.shapeworld import generate
+
+        manifest = generate(
+            args.out,
+            image_size=image_size,
+            statement_mix=_statement_mix(args.statement_mix),
+            sound=args.sound is not False,
+            **common,
+        )
+        print(f"wrote {args.n} scenes: {manifest}")
+        return 0
+    if args.dataset == "driving":
+        from polymodal.data.driving import generate as generate_driving
+
+        manifest = generate_driving(args.out, image_size=image_size, **common)
+    else:
+        from polymodal.data.voice_commands import generate as generate_voice
+
+        manifest = generate_voice(args.out, **common)
+    print(f"wrote {args.n} rows: {manifest}")
     return 0
 
 
@@ -147,6 +170,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from polymodal.config import load_config, task_targets
     from polymodal.data.cache import cache_root
     from polymodal.data.pipeline import prepare_data
+    from polymodal.models.encoders.pretrained import field_options
     from polymodal.models.transfer import transferred_preprocessors
 
     overrides = [f"data.manifest={args.manifest}", "data.cache=disk", *(args.set or [])]
@@ -158,12 +182,37 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         fitted=transferred_preprocessors(config.model),
         targets=task_targets(config.model),
         cache_dir=root,
+        field_options=field_options(config.model),
     )
     for name, split in data.splits.items():
         print(f"{name}: {len(split)} rows in {split.store.folder}")  # type: ignore[union-attr]
     if len(data.quarantine):
         counts = ", ".join(f"{n} {reason}" for reason, n in data.quarantine.counts().items())
         print(f"quarantined {len(data.quarantine)} rows: {counts}")
+    return 0
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from polymodal.data.transcribe import Transcriber, transcribe_manifest
+
+    report = transcribe_manifest(
+        args.manifest,
+        args.audio,
+        args.out,
+        args.text_column,
+        args.reference,
+        Transcriber(args.model),
+    )
+    print(
+        f"wrote {report.rows} rows to {report.out}: {report.transcribed} transcribed in "
+        f"{report.seconds:.1f} s (each file's transcript is cached: a rerun redoes none)"
+    )
+    for row in report.failed:
+        print(f"  line {row.line}: {row.reason}: {row.detail}")
+    if report.wer is not None:
+        print(f"word error rate: {report.wer:.4f} over {report.scored} rows with a reference")
+    elif args.reference:
+        print(f"word error rate: no transcribed row has a '{args.reference}' reference")
     return 0
 
 
@@ -292,6 +341,28 @@ def _cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from polymodal.models.architectures import list_models, load_architecture
+
+    table = Table(title="named architectures (model.architecture: NAME)")
+    for column in ("name", "description"):
+        table.add_column(column)
+    for name in list_models():
+        table.add_row(escape(name), escape(load_architecture(name)["description"]))
+    _console().print(table)
+    return 0
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    from polymodal.models.architectures import load_architecture
+
+    print(json.dumps(load_architecture(args.name), indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polymodal", description="Build, train, evaluate and serve multimodal models."
@@ -311,15 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen = data_commands.add_parser(
         "generate", parents=[common], help="write a built-in synthetic dataset"
     )
-    gen.add_argument("dataset", choices=["shapeworld"])
+    gen.add_argument("dataset", choices=list(GENERATE_OPTIONS))
     gen.add_argument("--out", required=True, help="output folder")
-    gen.add_argument("--n", type=int, default=5000, help="number of scenes")
+    gen.add_argument("--n", "--size", type=int, default=5000, help="number of scenes (rows)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--image-size", type=int, default=64)
+    gen.add_argument("--image-size", type=int, help="shapeworld, driving: side in pixels (64)")
     gen.add_argument(
         "--statement-mix",
-        help="weights of the statement types, e.g. existence=0.5,count=0.25,spatial=0.25 "
-        "(default existence=0.75,count=0.25)",
+        help="shapeworld: weights of the statement types, e.g. "
+        "existence=0.5,count=0.25,spatial=0.25 (default existence=0.75,count=0.25)",
+    )
+    gen.add_argument(
+        "--sound",
+        action=argparse.BooleanOptionalAction,
+        help="shapeworld: also write each scene's sound and the tri-modal label (default: on)",
     )
     gen.set_defaults(func=_cmd_generate)
     ins = data_commands.add_parser(
@@ -343,6 +419,23 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--config", required=True, help="the run config whose data it is for")
     cache.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
     cache.set_defaults(func=_cmd_cache)
+    speech = data_commands.add_parser(
+        "transcribe",
+        parents=[common],
+        help="write a manifest with a transcript of each row's audio (Whisper tiny.en), "
+        "scored against references if given",
+    )
+    speech.add_argument("manifest")
+    speech.add_argument("--audio", required=True, help="the column of audio file paths")
+    speech.add_argument("--out", required=True, help="the JSONL manifest written")
+    speech.add_argument("--text-column", default="transcript", help="the column written")
+    speech.add_argument(
+        "--reference", help="a column of reference texts: report the word error rate"
+    )
+    speech.add_argument(
+        "--model", help="a faster-whisper (CTranslate2) model folder; default: tiny.en"
+    )
+    speech.set_defaults(func=_cmd_transcribe)
 
     train = commands.add_parser(
         "train",
@@ -420,6 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the output folder if it exists"
     )
     demo.set_defaults(func=_cmd_demo)
+
+    models = commands.add_parser(
+        "models", help="the named architectures a config can start from (model.architecture)"
+    )
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_commands.add_parser("list", help="every named architecture, described").set_defaults(
+        func=_cmd_models_list
+    )
+    show_model = models_commands.add_parser(
+        "show", help="an architecture's JSON: its encoders per kind, fusion, task options, paper"
+    )
+    show_model.add_argument("name")
+    show_model.set_defaults(func=_cmd_models_show)
 
     conf = commands.add_parser("config", help="show a resolved config, or every config key")
     conf_commands = conf.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -40,7 +40,8 @@ class FieldSpec(Strict):
     """One field of a sample: its modality kind, its role and, for tabular fields, its columns.
 
     A tabular field groups manifest columns (``numeric`` and ``categorical``); every other kind
-    reads the manifest column with the field's own name. A label field may fix its label set.
+    reads the manifest column with the field's own name, but a text field may be ``transcribe``d
+    from an audio column. A label field may fix its label set.
     """
 
     kind: Kind = Field(description="modality kind: picks the field's preprocessing and encoder")
@@ -52,6 +53,11 @@ class FieldSpec(Strict):
     labels: list[str] | None = Field(
         None, description="label: the label set, in class order; null: the sorted labels seen"
     )
+    transcribe: str | None = Field(
+        None,
+        description="text: the audio column whose speech, transcribed by Whisper tiny.en"
+        " (polymodal[speech]), is the field's text; null: the field's own column",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
@@ -59,6 +65,8 @@ class FieldSpec(Strict):
             raise ValueError("'numeric' and 'categorical' columns only apply to kind 'tabular'")
         if self.kind != "label" and self.labels is not None:
             raise ValueError("'labels' only applies to kind 'label'")
+        if self.kind != "text" and self.transcribe is not None:
+            raise ValueError("'transcribe' only applies to kind 'text'")
         return self
 
 
@@ -291,6 +299,14 @@ class PretrainedEncoderConfig(EncoderTransfer):
         description="a frozen backbone's features are computed once and kept in the data cache",
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> PretrainedEncoderConfig:
+        if self.precompute and not (self.freeze or self.unfreeze_last == 0):
+            raise ValueError(
+                "precompute needs a frozen backbone: set freeze: true or unfreeze_last: 0"
+            )
+        return self
+
 
 EncoderConfig = Annotated[
     Union[  # noqa: UP007
@@ -394,6 +410,12 @@ TaskConfig = Annotated[
 class ModelConfig(Strict):
     """Encoders per field, their fusion and the task heads."""
 
+    architecture: str | None = Field(
+        None,
+        description="a named architecture (`polymodal models list`): it gives the encoders of"
+        " the fields of each kind not named here, the fusion and task options; keys given"
+        " here win",
+    )
     inputs: list[str] | None = Field(
         None, description="input fields the model reads; null: every input field"
     )
@@ -404,6 +426,16 @@ class ModelConfig(Strict):
     tasks: list[TaskConfig] = Field(
         min_length=1, description="the tasks trained on the fused representation"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_defaults(cls, data: Any) -> Any:
+        """Fusion and task keys the config leaves out come from its named architecture."""
+        if isinstance(data, Mapping) and isinstance(data.get("architecture"), str):
+            from polymodal.models.architectures import with_architecture_defaults
+
+            return with_architecture_defaults(data)
+        return data
 
 
 class EarlyStopping(Strict):

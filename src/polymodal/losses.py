@@ -1,12 +1,18 @@
-"""Losses as pure functions."""
+"""Losses as pure functions, and thin ``nn.Module`` wrappers that own their learned values."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+
+from polymodal.config import RetrievalLoss
+
+MAX_LOGIT_SCALE = math.log(100.0)  # a learned temperature never goes below 0.01 (as CLIP)
 
 
 def info_nce(query: torch.Tensor, gallery: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -127,3 +133,97 @@ def siglip(
     logits = logit_scale * F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T + logit_bias
     labels = 2 * torch.eye(len(logits), dtype=logits.dtype, device=logits.device) - 1
     return -F.logsigmoid(labels * logits).sum() / len(logits)
+
+
+def label_smoothing_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy of (N, C) ``logits`` against class ids smoothed towards uniform.
+
+    The target distribution puts ``1 - smoothing`` on the true class plus ``smoothing / C`` on
+    every class (Szegedy et al. 2016); ``smoothing=0`` is plain cross-entropy. No rows give
+    zero, with a graph.
+    """
+    if not len(logits):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+
+
+class LearnedTemperature(nn.Module):
+    """A loss on ``logit_scale * cosine`` whose scale is learned as its log, ``log_scale``.
+
+    It starts at ``1 / temperature`` and is clamped to [1, 100], so the temperature stays in
+    [0.01, 1] (as CLIP); at a bound the clamp passes no gradient.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
+
+    @property
+    def temperature(self) -> float:
+        return float(1.0 / self.logit_scale.detach())
+
+
+class InfoNCELoss(LearnedTemperature):
+    """:func:`info_nce` with a learned temperature (initially ``temperature``).
+
+    It runs :func:`info_nce_gathered`: equal in one process; under DDP its negatives come from
+    every rank, so every rank must call it at every step.
+    """
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__(temperature)
+
+    def forward(self, query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+        return info_nce_gathered(query, gallery, self.logit_scale)
+
+
+class SigLIPLoss(LearnedTemperature):
+    """:func:`siglip` with a learned scale and bias; by default scale 10 (temperature 0.1) and
+    bias -10, the paper's initial values."""
+
+    def __init__(self, temperature: float = 0.1, bias: float = -10.0) -> None:
+        super().__init__(temperature)
+        self.logit_bias = nn.Parameter(torch.tensor(bias))
+
+    def forward(self, query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+        return siglip(query, gallery, self.logit_scale, self.logit_bias)
+
+
+class HingeTripletLoss(nn.Module):
+    """:func:`hinge_triplet`: VSE0 (summed over negatives) or VSE++ (``hardest``)."""
+
+    def __init__(self, margin: float = 0.2, hardest: bool = False) -> None:
+        super().__init__()
+        self.margin, self.hardest = margin, hardest
+
+    def forward(self, query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+        return hinge_triplet(query, gallery, self.margin, self.hardest)
+
+
+class LabelSmoothingCrossEntropy(nn.Module):
+    """:func:`label_smoothing_cross_entropy` with a fixed ``smoothing``."""
+
+    def __init__(self, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return label_smoothing_cross_entropy(logits, targets, self.smoothing)
+
+
+def retrieval_loss(
+    name: RetrievalLoss, temperature: float = 0.07, margin: float = 0.2
+) -> nn.Module:
+    """The loss module a retrieval task's ``loss`` names: InfoNCE starts at ``temperature``,
+    SigLIP at the paper's scale and bias, the hinge losses use ``margin``."""
+    if name == "info_nce":
+        return InfoNCELoss(temperature)
+    if name == "siglip":
+        return SigLIPLoss()
+    return HingeTripletLoss(margin, hardest=name == "hinge_hardest")

@@ -4,14 +4,19 @@ once, a disk store found again by its fingerprint and rebuilt when anything it c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 
 from polymodal.config import DataConfig
+from polymodal.data.modalities.audio import AudioPreprocessor
 from polymodal.data.modalities.image import ImagePreprocessor
+from polymodal.data.modalities.video import VideoPreprocessor
 from polymodal.data.pipeline import prepare_data
 
 FIELDS = {
@@ -124,3 +129,65 @@ def test_bad_rows_are_left_out_of_a_store_with_their_reason(tmp_path):
     assert len(data.quarantine) == 6
     again = prepare_data(config(manifest, "disk"), cache_dir=tmp_path / "cache")
     assert len(again.quarantine) == 6  # the store remembers why, without decoding again
+
+
+def clips_manifest(folder: Path) -> Path:
+    """Twelve rows naming three audio files of different lengths and two frame folders."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        t = np.arange(1600 * (i + 1)) / 16000
+        sf.write(folder / f"{i}.wav", np.sin(2 * np.pi * 200 * t).astype(np.float32), 16000)
+    for v in range(2):
+        (folder / f"v{v}").mkdir()
+        for f in range(2 + v):
+            Image.new("RGB", (10, 10), (50 * f, 0, 9)).save(folder / f"v{v}" / f"{f}.png")
+    rows = [
+        {"clip": f"{i % 3}.wav", "video": f"v{i % 2}", "series": [[i], [1]], "label": "ab"[i % 2]}
+        for i in range(12)
+    ]
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_audio_and_video_files_are_decoded_once_and_stored_by_length(tmp_path, cache, monkeypatch):
+    fields = {
+        "clip": {"kind": "audio"},
+        "video": {"kind": "video"},
+        "series": {"kind": "sequence"},
+        "label": {"kind": "label", "role": "target"},
+    }
+    config = DataConfig(
+        manifest=clips_manifest(tmp_path / "data"),
+        fields=fields,
+        video={"size": 8},
+        val_fraction=0.0,
+        test_fraction=0.0,
+        cache=cache,
+        workers=0,
+    )
+    plain = prepare_data(config.model_copy(update={"cache": "none"}))
+    decoded: list[object] = []
+
+    def counting(real: Callable) -> Callable:
+        def decode(self: object, source: object, training: bool = False) -> torch.Tensor:
+            decoded.append(source)
+            return real(self, source, training)
+
+        return decode
+
+    for cls in (AudioPreprocessor, VideoPreprocessor):
+        monkeypatch.setattr(cls, "decode", counting(cls.decode))
+    stored = prepare_data(config, cache_dir=tmp_path / "cache")
+    assert len(decoded) == 5  # 3 audio files and 2 videos, for 12 rows
+    store = stored.splits["train"].store
+    assert {"clip.offsets", "clip.data", "video.offsets", "video.data"} <= set(store.arrays)
+    assert "clip.values" not in store.arrays and len(store.arrays["clip.offsets"]) == 4
+    for a, b in zip(plain.splits["train"], stored.splits["train"], strict=True):
+        assert same(a, b)
+    if cache == "disk":
+        assert isinstance(store.arrays["clip.data"], np.memmap)
+        decoded.clear()
+        again = prepare_data(config, cache_dir=tmp_path / "cache")
+        assert decoded == [] and again.splits["train"].store.folder == store.folder

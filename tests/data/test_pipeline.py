@@ -4,7 +4,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 
@@ -353,3 +355,139 @@ def test_nan_is_missing_in_json_and_csv_alike(tmp_path):
             assert (a[name] is None) == (b[name] is None)
             if a[name] is not None:
                 assert torch.equal(a[name], b[name])
+
+
+MEDIA_FIELDS = {
+    "clip": {"kind": "audio"},
+    "series": {"kind": "sequence"},
+    "video": {"kind": "video"},
+    "embedding": {"kind": "features"},
+    "label": {"kind": "label", "role": "target"},
+}
+MEDIA_BAD = {  # the line of each bad row: (field, reason)
+    4: ("clip", "missing audio file"),
+    5: ("series", "wrong channel count"),
+    6: ("video", "empty video"),
+    7: ("embedding", "wrong features shape"),
+}
+
+
+def media_manifest(folder: Path) -> Path:
+    """Ten rows of audio (8 kHz wav: resampled), a 2-channel series, a video (a folder of
+    frames), a 3-number embedding and a label; rows 2 and 3 lack a field, 4-7 are bad."""
+    rows = []
+    for i in range(10):
+        (folder / "frames" / str(i)).mkdir(parents=True, exist_ok=True)
+        for f in range(2 + i % 3):
+            Image.new("RGB", (12, 12), (20 * f, 10 * i, 90)).save(folder / f"frames/{i}/{f}.png")
+        seconds = 0.2 + 0.05 * i
+        t = np.arange(round(seconds * 8000)) / 8000
+        sf.write(folder / f"{i}.wav", (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 8000)
+        rows.append(
+            {
+                "clip": f"{i}.wav",
+                "series": [[s * i, -s] for s in range(1 + i % 4)],
+                "video": f"frames/{i}",
+                "embedding": [i, 1.0, -1.0],
+                "label": "ab"[i % 2],
+                "split": "val" if i >= 8 else "train",
+            }
+        )
+    del rows[1]["clip"], rows[2]["series"]
+    rows[2]["video"] = None
+    rows[3]["clip"] = "gone.wav"
+    rows[4]["series"] = [[1, 2, 3]]
+    (folder / "frames" / "none").mkdir()
+    rows[5]["video"] = "frames/none"
+    rows[6]["embedding"] = [1.0, 2.0]
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_audio_sequence_video_and_features_fields_collate_into_a_batch(tmp_path, cache):
+    manifest = media_manifest(tmp_path)
+    config = DataConfig(
+        manifest=manifest,
+        fields=MEDIA_FIELDS,
+        audio={"n_mels": 16, "max_seconds": 0.5},
+        video={"frames": 3, "size": 8},
+        cache=cache,
+        workers=1 if cache == "disk" else 0,  # the store decodes in a worker process
+    )
+    data = prepare_data(config, cache_dir=tmp_path / "cache")
+    batch = data.preprocessor.collate(read_all(data.splits["train"], data.quarantine))
+    assert {q.line: (q.field, q.reason) for q in data.quarantine.rows} == MEDIA_BAD
+    assert batch.rows == [1, 2, 3, 8]
+    assert batch.values["clip"].shape == (4, 50, 16)  # 0.5 s at 16 kHz, 160 per frame
+    assert batch.lengths["clip"].tolist() == [20, 0, 30, 50]  # 0.2, absent, 0.3, 0.55 s
+    assert batch.present["clip"].tolist() == [True, False, True, True]
+    assert batch.values["series"].shape == (4, 4, 2)
+    assert batch.lengths["series"].tolist() == [1, 2, 0, 4]
+    assert batch.present["series"].tolist() == [True, True, False, True]
+    assert batch.values["video"].shape == (4, 3, 3, 8, 8)
+    assert batch.values["video"].dtype == torch.uint8
+    assert batch.lengths["video"].tolist() == [2, 3, 0, 3]
+    assert batch.present["video"].tolist() == [True, True, False, True]
+    assert batch.values["embedding"].shape == (4, 3) and "embedding" not in batch.lengths
+    assert batch.values["embedding"][:, 0].tolist() == [0, 1, 2, 7]
+    pre = data.preprocessor
+    assert pre.encoder_args("clip") == {"n_mels": 16, "max_frames": 50}
+    assert pre.encoder_args("series") == {"channels": 2, "max_length": 256}
+    assert pre.encoder_args("video") == {"in_channels": 3, "frames": 3, "size": 8}
+    assert pre.encoder_args("embedding") == {"input_dim": 3}
+    if cache != "none":  # the store gives what reading the rows gives
+        plain = prepare_data(config.model_copy(update={"cache": "none"}))
+        assert_same_examples(plain.splits["val"][:], data.splits["val"][:])
+        good = read_all(plain.splits["train"], Quarantine())
+        assert_same_examples(good, data.splits["train"][:])
+
+
+def test_media_fields_round_trip_through_save_and_load(tmp_path):
+    config = DataConfig(manifest=media_manifest(tmp_path), fields=MEDIA_FIELDS)
+    data = prepare_data(config)
+    data.preprocessor.save(tmp_path / "model")
+    loaded = Preprocessor.load(tmp_path / "model")
+    assert loaded.state() == data.preprocessor.state()
+    again = prepare_data(config, preprocessor=loaded)
+    for name in ("train", "val"):
+        first, second = (read_all(d.splits[name], Quarantine()) for d in (data, again))
+        assert_same_examples(first, second)
+
+
+def test_only_a_training_read_crops_at_random(tmp_path):
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "long.wav", np.sin(2 * np.pi * 5 * t).astype(np.float32), 16000)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"clip": "long.wav", "label": "a"}))
+    fields = {"clip": MEDIA_FIELDS["clip"], "label": MEDIA_FIELDS["label"]}
+    config = DataConfig(
+        manifest=tmp_path / "m.jsonl",
+        fields=fields,
+        audio={"max_seconds": 0.25, "features": "waveform"},
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    data = prepare_data(config)
+    split = data.splits["train"]
+    centre = split[0]["clip"]
+    assert torch.equal(centre, split[0]["clip"]) and not split.training
+    training = split.for_training()
+    assert training.training and not split.training
+    torch.manual_seed(0)
+    crops = [training[0]["clip"] for _ in range(4)]
+    assert all(crop.shape == centre.shape for crop in crops)
+    assert sum(not torch.equal(crop, centre) for crop in crops) >= 3
+    stored = prepare_data(config.model_copy(update={"cache": "memory"})).splits["train"]
+    assert torch.equal(stored.for_training()[0]["clip"], centre)  # a store holds centre crops
+
+
+def test_audio_and_sequence_fields_are_inferred_from_a_manifest(tmp_path):
+    manifest = media_manifest(tmp_path)
+    config = DataConfig(manifest=manifest, audio={"n_mels": 8})  # no fields: inferred
+    data = prepare_data(config)
+    kinds = {name: spec.kind for name, spec in data.schema.fields.items()}
+    assert kinds["clip"] == "audio" and kinds["series"] == "sequence"
+    assert kinds["label"] == "label" and "embedding" not in kinds  # a flat list: not inferred
+    example = read_all(data.splits["train"], data.quarantine)[0]
+    assert example["clip"].shape == (20, 8) and example["series"].shape == (1, 2)

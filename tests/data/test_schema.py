@@ -108,3 +108,20 @@ def test_a_named_target_in_no_row_is_an_error_that_names_data_target():
         "target column 'Label' has no value in any row; did you mean 'label'? (columns: text, "
     )
     assert "set data.target" in str(exc.value)
+
+
+def test_infer_audio_video_and_sequence_columns():
+    rows = [
+        {
+            "voice": f"clips/{i}.WAV" if i % 2 else f"clips/{i}.flac",
+            "movie": f"v/{i}.mp4",
+            "track": [[i, 0.5], [i + 1, None]],  # null: a missing value in a step
+            "vector": [0.1, 0.2],  # a flat list is no series: skipped, as before
+            "mixed": [[1, "a"]],  # text in the steps: no series either
+            "label": "x",
+        }
+        for i in range(10)
+    ]
+    kinds = {name: spec.kind for name, spec in infer_schema(rows).fields.items()}
+    assert kinds == {"label": "label", "movie": "video", "track": "sequence", "voice": "audio"}
+    assert "y" not in infer_schema([{"y": [[1]], "x": 1}], ["y"]).fields  # a target: no input

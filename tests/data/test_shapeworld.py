@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 from PIL import Image
 
-from polymodal.data.shapeworld import COLOURS, SHAPES, SIZES, generate
+import polymodal
+from polymodal.config import load_config
+from polymodal.data.shapeworld import COLOURS, PITCH_HZ, SHAPES, SIZES, SOUND_SECONDS, generate
 from polymodal.errors import ConfigError
 
 Row = dict[str, Any]
@@ -273,3 +278,180 @@ def test_statement_mix(tmp_path: Path):
 def test_bad_arguments(tmp_path: Path, kwargs):
     with pytest.raises(ConfigError):
         generate(tmp_path, **kwargs)
+
+
+# --- the sound track and the labels for three modalities -------------------------------------
+
+AREA = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # of the bounding square
+
+
+def area(obj: Obj) -> float:
+    return AREA[obj["shape"]] * WIDTH_AT_64[obj["size"]] ** 2
+
+
+def decode(path: Path) -> list[Obj]:
+    """The objects a sound plays, read from the signal: each half-second slot's steady part
+    gives the colour (the strongest frequency), the shape (the 2nd and 3rd harmonics: none, odd
+    only, or both) and the size (how loud the tone is for its shape)."""
+    samples, rate = soundfile.read(path)
+    objects = []
+    for slot in range(3):
+        part = samples[round((slot * 0.5 + 0.1) * rate) : round((slot * 0.5 + 0.4) * rate)]
+        rms = float(np.sqrt(np.mean(part**2)))
+        if rms < 0.02:  # noise only: no more objects
+            assert np.sqrt(np.mean(samples[round(slot * 0.5 * rate) :] ** 2)) < 0.02
+            break
+        spectrum = np.abs(np.fft.rfft(part * np.hanning(len(part))))
+        hz = np.fft.rfftfreq(len(part), 1 / rate)
+        peak = hz[np.argmax(spectrum)]
+
+        def near(f: float, spectrum: np.ndarray = spectrum, hz: np.ndarray = hz) -> float:
+            return float(spectrum[np.abs(hz - f) < 8].max())
+
+        colour = min(PITCH_HZ, key=lambda c: abs(PITCH_HZ[c] - peak))
+        assert abs(PITCH_HZ[colour] - peak) / PITCH_HZ[colour] < 0.02, (path, slot, peak)
+        second, third = near(2 * peak) / near(peak), near(3 * peak) / near(peak)
+        shape = "circle" if third < 0.1 else "square" if second < 0.1 else "triangle"
+        # the loudest tone, a large square's, has an RMS of 0.2: the others as their area
+        small, large = (0.2 * area({"shape": shape, "size": s}) / 400 for s in SIZES)
+        size = "small" if rms < math.sqrt(small * large) else "large"
+        objects.append({"shape": shape, "colour": colour, "size": size})
+    return objects
+
+
+@pytest.fixture(scope="module")
+def heard(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]]:
+    """600 scenes with their sound."""
+    out = tmp_path_factory.mktemp("shapeworld_sound") / "world"
+    manifest = generate(out, n=600, seed=5, sound=True)
+    return manifest, read_jsonl(manifest)
+
+
+def test_the_sound_leaves_every_other_file_as_it_was(tmp_path: Path):
+    quiet = generate(tmp_path / "quiet", n=40, seed=2).parent
+    loud = generate(tmp_path / "loud", n=40, seed=2, sound=True).parent
+    assert not (quiet / "sounds").exists()
+    for name in ["questions.jsonl"] + [f"images/{i:06d}.png" for i in range(40)]:
+        assert (quiet / name).read_bytes() == (loud / name).read_bytes(), name
+    sound_columns = {"audio", "paired_audio", "trimodal"}
+    quiet_rows, loud_rows = (
+        read_jsonl(quiet / "manifest.jsonl"),
+        read_jsonl(loud / "manifest.jsonl"),
+    )
+    for a, b in zip(quiet_rows, loud_rows, strict=True):
+        assert set(b) - set(a) == sound_columns
+        assert a == {k: v for k, v in b.items() if k not in sound_columns}
+    again = generate(tmp_path / "again", n=40, seed=2, sound=True).parent
+    other = generate(tmp_path / "other", n=40, seed=3, sound=True).parent
+    wavs = sorted(p.name for p in (loud / "sounds").iterdir())
+    assert wavs == sorted(p.name for p in (again / "sounds").iterdir())
+    assert all(
+        (loud / "sounds" / w).read_bytes() == (again / "sounds" / w).read_bytes() for w in wavs
+    )
+    assert (loud / "sounds/000000.wav").read_bytes() != (other / "sounds/000000.wav").read_bytes()
+
+
+def test_sound_files(heard):
+    manifest, rows = heard
+    for row in rows[:100]:
+        assert row["audio"] == f"sounds/{row['id']}.wav"
+        assert row["paired_audio"] in (row["audio"], f"sounds/{row['id']}_other.wav")
+        for column in ("audio", "paired_audio"):
+            info = soundfile.info(manifest.parent / row[column])
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert info.frames == round(SOUND_SECONDS * 16000) == 24000
+    written = {p.name for p in (manifest.parent / "sounds").iterdir()}
+    assert written == {Path(r[c]).name for r in rows for c in ("audio", "paired_audio")}
+
+
+def test_the_sound_plays_each_object_left_to_right(heard):
+    manifest, rows = heard
+    for row in rows[:150]:
+        played = decode(manifest.parent / row["audio"])
+        assert played == [{k: o[k] for k in ("shape", "colour", "size")} for o in row["objects"]]
+
+
+def test_largest_is_seen_read_and_heard(world, heard):
+    _, rows = world
+    assert {r["largest"] for r in rows} == set(SHAPES)
+    for row in rows:
+        objects = row["objects"]
+        biggest = max(area(o) for o in objects)
+        assert {o["shape"] for o in objects if area(o) == biggest} == {row["largest"]}
+        named = re.findall(r"\b(small|large) \w+ (circle|square|triangle)", row["caption"])
+        assert len(named) == len(objects)
+        assert max(named, key=lambda p: area({"size": p[0], "shape": p[1]}))[1] == row["largest"]
+    manifest, rows = heard
+    for row in rows[:100]:
+        samples, rate = soundfile.read(manifest.parent / row["audio"])
+        slots = [
+            samples[round((k * 0.5 + 0.1) * rate) : round((k * 0.5 + 0.4) * rate)] for k in range(3)
+        ]
+        loudest = int(np.argmax([np.sqrt(np.mean(s**2)) for s in slots]))
+        assert row["objects"][loudest]["shape"] == row["largest"]
+
+
+def test_the_trimodal_label_needs_all_three(heard):
+    """Image + text know whether the statement holds (s), image + sound whether the sound is
+    the image's (m), text + sound whether the statement holds of the sound's scene, which is s
+    again; the label is s and m: each pair is left with a fair coin."""
+    manifest, rows = heard
+    known: dict[str, list[tuple[Any, str]]] = defaultdict(list)
+    by_text: dict[str, list[bool]] = defaultdict(list)
+    played: dict[tuple[bool, bool], list[list[Obj]]] = defaultdict(list)
+    for row in rows:
+        objects = row["objects"]
+        s, m = row["label"] == "true", row["paired_audio"] == row["audio"]
+        assert row["trimodal"] == ("true" if s and m else "false")
+        sound = decode(manifest.parent / row["paired_audio"])
+        scene = [{k: o[k] for k in ("shape", "colour", "size")} for o in objects]
+        assert (sound == scene) == m
+        t = statement_truth(row["statement"], [{**o, "x": k} for k, o in enumerate(sound)])[1]
+        assert t == s
+        for pair, value in (("image+text", s), ("image+audio", m), ("text+audio", t)):
+            known[pair].append((value, row["trimodal"]))
+        by_text[row["statement"]].append(m)
+        played[s, m].append(sound)
+    assert abs(sum(r["paired_audio"] == r["audio"] for r in rows) / len(rows) - 0.5) < 0.06
+    for pair, pairs in known.items():  # the best guess from what the pair knows
+        groups: dict[Any, list[str]] = defaultdict(list)
+        for value, label in pairs:
+            groups[value].append(label)
+        best = sum(max(labels.count("true"), labels.count("false")) for labels in groups.values())
+        assert best / len(pairs) <= 0.8, pair  # 0.75 but for the coin flips' spread
+    # Whether the sound is the scene's is a fair coin whatever the statement says ...
+    frequent = [ms for ms in by_text.values() if len(ms) >= 10]
+    assert len(frequent) >= 15
+    chi2 = sum((sum(ms) - len(ms) / 2) ** 2 / (len(ms) / 4) for ms in frequent)
+    assert chi2 / len(frequent) < 1.6
+    # ... and a stand-in sounds like the scene would: as many objects, as large, as coloured
+    for s in (False, True):
+        own, other = played[s, True], played[s, False]
+        for count in (1, 2, 3):
+            shares = [sum(len(o) == count for o in sounds) / len(sounds) for sounds in (own, other)]
+            assert abs(shares[0] - shares[1]) < 0.1, (s, count, shares)
+        for key, values in (("size", SIZES), ("colour", COLOURS), ("shape", SHAPES)):
+            for value in values:
+                shares = [
+                    sum(o[key] == value for objs in sounds for o in objs) / sum(map(len, sounds))
+                    for sounds in (own, other)
+                ]
+                assert abs(shares[0] - shares[1]) < 0.08, (s, key, value, shares)
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "inputs"),
+    [
+        ("shapeworld_trimodal", "trimodal", ("image", "statement", "paired_audio")),
+        ("shapeworld_largest", "largest", ("image", "caption", "audio")),
+    ],
+)
+def test_the_packaged_configs_read_the_manifest_s_columns(heard, name, target, inputs):
+    manifest, rows = heard
+    path = Path(polymodal.__file__).parent / "configs" / f"{name}.yaml"
+    config = load_config(path, [f"data.manifest={manifest}"])
+    fields = config.data.fields
+    assert fields is not None and set(fields) <= set(rows[0])
+    kinds = {k: v.kind for k, v in fields.items() if v.role == "input"}
+    assert kinds == dict(zip(inputs, ("image", "text", "audio"), strict=True))
+    assert fields[target].labels == sorted({r[target] for r in rows})

@@ -73,11 +73,28 @@ def test_loss_is_weighted_sum_and_backpropagates(tiny_manifest):
     assert model.encoders["image"].features[0].weight.grad is not None
 
 
+def test_vit_and_rnn_encoders_read_the_prepared_fields(tiny_manifest):
+    encoders = {
+        "image": {"type": "vit", "dim": 16, "patch": 8, "layers": 1, "heads": 2},
+        "text": {"type": "lstm", "dim": 16, "hidden": 8},
+    }
+    tasks = [{"type": "classify", "target": "label", "hidden": 8}]
+    cfg = config(tiny_manifest, tasks, encoders=encoders)
+    data = prepare_data(cfg.data)
+    model = build_model(cfg.model, data.preprocessor)
+    assert model.encoders["image"].position.shape[0] == (16 // 8) ** 2 + 1  # the data's size
+    total, _ = model.loss(data.preprocessor.collate(data.splits["train"][:8]))
+    assert torch.isfinite(total)
+
+
 @pytest.mark.parametrize(
     "model_section,message",
     [
         ({"inputs": ["nope"]}, "field 'nope' is not in the data"),
-        ({"inputs": ["label"]}, "field 'label' is label; expected image or text or tabular"),
+        (
+            {"inputs": ["label"]},
+            "field 'label' is label; expected image or text or tabular or audio",
+        ),
         (
             {"inputs": ["text"], "encoders": {"text": {"type": "cnn"}}},
             "a cnn encoder cannot read text",

@@ -111,7 +111,11 @@ def test_two_processes_train_what_one_does(tmp_path, tiny_manifest, task):
         [json.loads(line) for line in (runs[p] / "metrics.jsonl").read_text().splitlines()]
         for p in (1, 2)
     ]
-    for a, b in zip(*history, strict=True):  # validation covers the whole split on 2 ranks too
-        assert b["val_score"] == pytest.approx(a["val_score"], abs=1e-6)
+    # Validation covers the whole split on 2 ranks too. Retrieval's score is a mean of recalls
+    # over 4 val rows: weights equal within 1e-5 can still reorder two near-tied gallery items,
+    # moving one row's rank in one recall (1/4 of one of its 6 recalls) and no more.
+    score_tolerance = 1e-6 if task == "classifier" else 1 / 24 + 1e-6
+    for a, b in zip(*history, strict=True):
+        assert b["val_score"] == pytest.approx(a["val_score"], abs=score_tolerance)
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
     assert len(list((runs[2] / "tensorboard").glob("events.*"))) == 1  # the main process only

@@ -4,6 +4,11 @@ Without a store, ``dataset[i]`` reads row i from the manifest and decodes it (in
 worker process); a bad row comes back as its ``QuarantinedRow``, which collation leaves out
 of the batch. With a store (``data.cache: memory | disk``) the tensors come ready-made and
 the rows found bad while the store was built are gone from the dataset, quarantined.
+
+Rows are read as evaluation reads (centre crops) unless the dataset is ``for_training()``,
+which the trainer makes of its train split: then audio and video take random crops, drawn
+from torch's RNG (which torch seeds in each DataLoader worker). A store holds evaluation
+reads, so a cached train split is read without random crops.
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ class RowDataset(Dataset):
         preprocessor: Preprocessor,
         store: TensorStore | None = None,
         keep: np.ndarray | None = None,
+        training: bool = False,
     ) -> None:
         self.index = index
         self.positions = np.asarray(positions, dtype=np.int64)
         self.preprocessor = preprocessor
         self.store = store
         self.keep = np.arange(len(self.positions)) if keep is None else keep
+        self.training = training
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -60,20 +67,29 @@ class RowDataset(Dataset):
         if self.store is not None:
             return self.store.example(k)
         row = self.index.read(int(self.positions[k]))
-        return self.preprocessor.read(row, self.index.base_dir, str(self.index.path))
+        source = str(self.index.path)
+        return self.preprocessor.read(row, self.index.base_dir, source, self.training)
+
+    def for_training(self) -> RowDataset:
+        """The same rows, read as training reads (random crops where a field takes them)."""
+        return RowDataset(
+            self.index, self.positions, self.preprocessor, self.store, self.keep, True
+        )
 
     def with_store(self, store: TensorStore, quarantine: Quarantine) -> RowDataset:
         """The same rows read from ``store``, less those it found bad (quarantined here)."""
         for row in store.bad:
             quarantine.add(row)
         good = np.setdiff1d(np.arange(len(self.positions)), store.bad_rows)
-        return RowDataset(self.index, self.positions, self.preprocessor, store, good)
+        return RowDataset(self.index, self.positions, self.preprocessor, store, good, self.training)
 
     def subset(self, keep: Callable[[int], bool]) -> RowDataset:
         """The rows whose manifest line passes ``keep``."""
         lines = self.index.lines[self.positions[self.keep]]
         chosen = self.keep[[keep(int(line)) for line in lines]] if len(lines) else self.keep
-        return RowDataset(self.index, self.positions, self.preprocessor, self.store, chosen)
+        return RowDataset(
+            self.index, self.positions, self.preprocessor, self.store, chosen, self.training
+        )
 
 
 def available_cpus() -> int:

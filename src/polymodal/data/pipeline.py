@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from polymodal.config import DataConfig
 from polymodal.data.cache import cache_root, open_store
 from polymodal.data.dataset import RowDataset, decoding_workers
+from polymodal.data.modalities.audio import AudioPreprocessor
 from polymodal.data.modalities.base import FieldPreprocessor
+from polymodal.data.modalities.features import FeaturesPreprocessor
 from polymodal.data.modalities.image import ImagePreprocessor
+from polymodal.data.modalities.sequence import SequencePreprocessor
 from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
 from polymodal.data.modalities.text import TextPreprocessor
+from polymodal.data.modalities.video import VideoPreprocessor
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import IGNORED_COLUMNS, Batch, Schema, infer_schema, is_absent
 from polymodal.data.sources import LINE_KEY, ManifestIndex, Row, index_manifest
+from polymodal.data.transcribe import TranscribedTextPreprocessor
 from polymodal.errors import ConfigError, DataError, RowError, did_you_mean
 from polymodal.io import atomic_write_text
 from polymodal.progress import progress_bar
@@ -41,10 +47,32 @@ def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPre
         return ImagePreprocessor(name, i.size, i.mean, i.std, i.max_pixels)
     if spec.kind == "text":
         t = data.text
+        if spec.transcribe:  # the speech in another column's audio files
+            return TranscribedTextPreprocessor(
+                spec.transcribe,
+                t.tokenizer,
+                t.max_length,
+                t.min_freq,
+                t.max_vocab,
+                base_dir=data.manifest.parent,  # where fitting finds the train rows' files
+            )
         return TextPreprocessor(name, t.tokenizer, t.max_length, t.min_freq, t.max_vocab)
     if spec.kind == "tabular":
         numeric = spec.numeric if spec.categorical else schema.columns(name)
         return TabularPreprocessor(numeric, spec.categorical)
+    if spec.kind == "audio":
+        a = data.audio
+        return AudioPreprocessor(
+            name, a.sample_rate, a.max_seconds, a.n_mels, a.n_fft, a.hop_length, a.features
+        )
+    if spec.kind == "video":
+        v = data.video
+        return VideoPreprocessor(name, v.frames, v.size, v.max_seconds)
+    base_dir = data.manifest.parent  # where fitting finds the train rows' files
+    if spec.kind == "sequence":
+        return SequencePreprocessor(name, data.sequence.max_length, base_dir)
+    if spec.kind == "features":
+        return FeaturesPreprocessor(name, base_dir)
     return LabelPreprocessor(name, spec.labels)
 
 
@@ -53,7 +81,34 @@ _FROM_STATE = {
     "text": TextPreprocessor.from_state,
     "tabular": TabularPreprocessor.from_state,
     "label": LabelPreprocessor.from_state,
+    "audio": AudioPreprocessor.from_state,
+    "sequence": SequencePreprocessor.from_state,
+    "video": VideoPreprocessor.from_state,
+    "features": FeaturesPreprocessor.from_state,
 }
+
+
+def _field_from_state(schema: Schema, name: str, state: dict[str, Any]) -> FieldPreprocessor:
+    spec = schema.fields[name]
+    if spec.transcribe:
+        return TranscribedTextPreprocessor.from_state(spec.transcribe, state)
+    return _FROM_STATE[spec.kind](name, state)
+
+
+# (field name, kind, the options of its kind) -> the options it is read with (see build)
+FieldOptions = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+def _field_data(name: str, schema: Schema, data: DataConfig, options: FieldOptions) -> DataConfig:
+    """``data`` with field ``name``'s kind section (data.text, data.image...) as ``options``
+    adjusts it."""
+    kind = schema.fields[name].kind
+    section = getattr(data, kind, None)
+    if not isinstance(section, BaseModel):  # tabular, label, features: no options
+        return data
+    adjusted = type(section).model_validate(options(name, kind, section.model_dump()))
+    return data.model_copy(update={kind: adjusted})
+
 
 Example = dict[str, Any]  # field -> tensor or None (absent), plus LINE_KEY
 
@@ -83,9 +138,21 @@ class Preprocessor:
 
     @classmethod
     def build(
-        cls, schema: Schema, data: DataConfig, columns: list[str] | None = None
+        cls,
+        schema: Schema,
+        data: DataConfig,
+        columns: list[str] | None = None,
+        options: FieldOptions | None = None,
     ) -> Preprocessor:
-        fields = {name: _field_preprocessor(name, schema, data) for name in schema.fields}
+        """Unfitted preprocessors for ``schema``'s fields, read as ``data`` says; ``options``
+        adjusts a field's options (what a pretrained encoder needs: its own tokenizer, its
+        image size...)."""
+        fields = {
+            name: _field_preprocessor(
+                name, schema, data if options is None else _field_data(name, schema, data, options)
+            )
+            for name in schema.fields
+        }
         return cls(schema, fields, columns)
 
     def fit(
@@ -118,25 +185,28 @@ class Preprocessor:
         pre = self.fields[name]
         if isinstance(pre, TabularPreprocessor):
             return None if pre.is_missing(row) else {c: row.get(c) for c in pre.columns}
-        value = row.get(name)
+        value = row.get(self.schema.columns(name)[0])
         return None if is_absent(value) else value
 
-    def example(self, row: Row, base_dir: Path) -> Example:
-        """Tensors for one row; raises RowError (with the field in ``field``) on a bad value."""
+    def example(self, row: Row, base_dir: Path, training: bool = False) -> Example:
+        """Tensors for one row; raises RowError (with the field in ``field``) on a bad value.
+        A ``training`` read may draw random crops (audio, video); others are deterministic."""
         out: Example = {LINE_KEY: row.get(LINE_KEY, 0)}
         for name, pre in self.fields.items():
             value = self.value(name, row)
             try:
-                out[name] = None if value is None else pre.read(value, base_dir)
+                out[name] = None if value is None else pre.read(value, base_dir, training)
             except RowError as err:
                 err.field = name  # type: ignore[attr-defined]
                 raise
         return out
 
-    def read(self, row: Row, base_dir: Path, source: str) -> Example | QuarantinedRow:
+    def read(
+        self, row: Row, base_dir: Path, source: str, training: bool = False
+    ) -> Example | QuarantinedRow:
         """``example``, or the quarantine record of a bad row."""
         try:
-            return self.example(row, base_dir)
+            return self.example(row, base_dir, training)
         except RowError as err:
             line = int(row.get(LINE_KEY, 0))
             return QuarantinedRow(source, line, err.reason, err.detail, getattr(err, "field", None))
@@ -180,7 +250,7 @@ class Preprocessor:
         state = json.loads(path.read_text(encoding="utf-8"))
         schema = Schema.from_dict(state["schema"])
         fields = {
-            name: _FROM_STATE[schema.fields[name].kind](name, field_state)
+            name: _field_from_state(schema, name, field_state)
             for name, field_state in state["fields"].items()
         }
         return cls(schema, fields, state.get("columns"))
@@ -260,6 +330,7 @@ def prepare_data(
     targets: Sequence[str] = (),
     splits: Sequence[str] = SPLITS,
     cache_dir: Path | None = None,
+    field_options: FieldOptions | None = None,
 ) -> PreparedData:
     """Index the manifest, split it, settle the schema, fit on train (unless given) in one
     pass over the train rows, and make a dataset for each of ``splits``.
@@ -269,6 +340,7 @@ def prepare_data(
     requested splits only. ``fitted`` field
     preprocessors (those of encoders taken from a saved model) are not refit. An inferred
     schema takes ``data.target``, else ``targets`` (the tasks' targets), as targets.
+    ``field_options`` adjusts a field's options before it is fitted (``Preprocessor.build``).
     """
     quarantine = Quarantine(strict=data.strict)
     index = index_manifest(data.manifest, quarantine, data.split_column)
@@ -287,7 +359,8 @@ def prepare_data(
             schema = infer_schema(sample, [data.target] if data.target else targets)
         check_columns(schema, index)
         fitting = progress_bar(index.rows(train), "fitting on train rows", total=len(train))
-        preprocessor = Preprocessor.build(schema, data, index.columns).fit(fitting, fitted)
+        preprocessor = Preprocessor.build(schema, data, index.columns, field_options)
+        preprocessor.fit(fitting, fitted)
     else:
         check_columns(preprocessor.schema, index)
     datasets = {}

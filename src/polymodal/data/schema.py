@@ -14,6 +14,9 @@ from polymodal.data.quarantine import QuarantinedRow
 from polymodal.errors import DataError, did_you_mean
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FILE_KINDS = (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("video", VIDEO_SUFFIXES))
 TARGET_NAMES = ("label", "labels", "target", "class", "y", "answer")
 IGNORED_COLUMNS = ("id", "split")
 NUMERIC_SHARE = 0.95  # a column with at least this share of numbers is numeric; the rest quarantine
@@ -37,9 +40,10 @@ class Schema:
         return [name for name, spec in self.fields.items() if spec.role == "target"]
 
     def columns(self, name: str) -> list[str]:
-        """The manifest columns field ``name`` reads: a tabular field's own, else its name."""
+        """The manifest columns field ``name`` reads: a tabular field's own, a transcribed
+        text field's audio column, else its name."""
         spec = self.fields[name]
-        return spec.numeric + spec.categorical or [name]
+        return spec.numeric + spec.categorical or [spec.transcribe or name]
 
     def to_dict(self) -> dict[str, Any]:
         return {name: spec.model_dump(exclude_defaults=True) for name, spec in self.fields.items()}
@@ -72,7 +76,23 @@ def _is_number(value: Any) -> bool:
     return False
 
 
+def _is_series(value: Any) -> bool:
+    """A non-empty list of lists of numbers (a time series' steps)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(step, list) and all(map(_is_step_value, step)) for step in value)
+    )
+
+
+def _is_step_value(value: Any) -> bool:
+    """A number in a JSON series (null is a missing value)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
 def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | None:
+    if not is_target and values and all(map(_is_series, values)):
+        return FieldSpec(kind="sequence")
     if not values or any(isinstance(v, list | dict) for v in values):
         return None
     if is_target:
@@ -80,8 +100,9 @@ def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | No
     if sum(_is_number(v) for v in values) >= NUMERIC_SHARE * len(values):
         return FieldSpec(kind="tabular", numeric=[name])
     texts = [str(v) for v in values]
-    if sum(t.lower().endswith(IMAGE_SUFFIXES) for t in texts) >= 0.9 * len(texts):
-        return FieldSpec(kind="image")
+    for kind, suffixes in FILE_KINDS:
+        if sum(t.lower().endswith(suffixes) for t in texts) >= 0.9 * len(texts):
+            return FieldSpec(kind=kind)
     distinct = len(set(texts))
     words = sum(len(t.split()) for t in texts) / len(texts)
     if words <= 2 and distinct <= max(20, len(texts) // 20):
@@ -92,12 +113,12 @@ def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | No
 def infer_schema(rows: Iterable[Mapping[str, Any]], targets: Sequence[str] = ()) -> Schema:
     """Guess each column's kind from its values.
 
-    Image paths (by suffix), numbers (numeric tabular; a column numeric in at least 95 % of its
-    values is numeric, and the odd rows are quarantined when read), short low-cardinality
-    strings (categorical tabular), other strings (text). The ``targets`` columns, or when none
-    is given those named like ``label`` or ``answer``, become classification targets; a named
-    target in no row is an error. ``id``, ``split`` and nested values (lists, objects) are
-    skipped.
+    Image, audio and video paths (by suffix), numbers (numeric tabular; a column numeric in at
+    least 95 % of its values is numeric, and the odd rows are quarantined when read), short
+    low-cardinality strings (categorical tabular), other strings (text), lists of lists of
+    numbers (a time series: sequence). The ``targets`` columns, or when none is given those
+    named like ``label`` or ``answer``, become classification targets; a named target in no row
+    is an error. ``id``, ``split`` and other nested values (flat lists, objects) are skipped.
     """
     columns: dict[str, list[Any]] = {}
     for row in rows:
@@ -128,7 +149,8 @@ class Batch:
     """Collated tensors keyed by field name.
 
     ``values[f]`` holds the field's tensor (zeros where absent), ``present[f]`` a (B,) bool mask,
-    ``lengths[f]`` the token count of sequence fields, ``rows`` the manifest row numbers;
+    ``lengths[f]`` each row's length in a variable-length field (text tokens, audio frames or
+    samples, time-series steps, video frames; 0 where absent), ``rows`` the manifest row numbers;
     ``quarantined`` the rows found bad while this batch was read (left out of it).
     """
 

@@ -1,22 +1,58 @@
-"""ShapeWorld: a seeded synthetic world of coloured shapes, with captions, questions and statements.
+"""ShapeWorld: a seeded synthetic world of coloured shapes, with captions, questions, statements
+and, on request, a sound track.
 
 ``generate`` draws scenes of one to three shapes and writes them as PNG files with two JSONL
 manifests. Each scene carries a statement whose label ("is it true of the image?") is a fair
 coin flip made apart from the image, and true and false statements share one distribution of
 texts, so only image and text together predict the label.
+
+**Sound** (``sound=True``): each scene also gets a 1.5 s, 16 kHz mono wav in which its shapes
+sound in turn, left to right, one per half second: the timbre is the shape (circle: a sine,
+square: odd harmonics, triangle: every harmonic, a sawtooth), the pitch the colour (five pitches
+five semitones apart, ``PITCH_HZ``), the loudness the shape's area; seeded white noise lies
+under it all. Everything the sound needs is drawn from its own random stream, so the images,
+captions, statements and questions of a seed are the same with the sound on or off.
+
+**Labels for three modalities.**
+
+``largest``, the shape of the object of largest area (a large square, then a large circle, a
+large triangle, a small square, a small circle, a small triangle: equal areas only ever belong
+to equal shapes), is carried by each modality alone: the image shows it, the caption names
+every object's size and shape, and it is the loudest sound.
+
+``trimodal`` needs image, statement and ``paired_audio`` together. ``paired_audio`` is the
+scene's own sound (``audio``) for half the scenes, a fair coin ``m``; for the others it is the
+sound of a stand-in (``sounds/ID_other.wav``): a scene drawn as scenes are drawn, again and
+again, until one comes with the same statement, as true of it as of this scene, and a sound of
+its own (other shapes, colours or sizes). ``trimodal`` is "true" when the statement is true of
+the image (``s``, the ``label``) and the sound is the image's (``m``). Any two modalities
+leave a fair coin unknown, so none of the three pairs can beat 0.75, what always answering
+"false" gets:
+
+- image + statement know ``s``, not ``m``;
+- image + sound know ``m``, not ``s`` (the statement's truth is a coin flip apart from both);
+- statement + sound know whether the statement holds of the sound's scene, which is ``s`` for
+  either sound, and not ``m``: own sound or stand-in's, the sound is a draw from one
+  distribution, that of scenes given the statement and its truth (but for the stand-in's
+  having to differ from the scene's).
+
+With all three, ``trimodal`` follows exactly.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterable
 from itertools import combinations
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 from PIL import Image, ImageDraw
 
+from polymodal.data.synthetic import SPLITS, check_count, split_names, stream, write_wav
 from polymodal.errors import ConfigError
 from polymodal.progress import progress_bar
 
@@ -42,6 +78,23 @@ _JITTER = 12
 _BACKGROUND = (226, 246)  # grey level range of the plain background
 _WIDTH = {"small": 12 / 64, "large": 20 / 64}  # object width as a fraction of the image
 _PAIRS = tuple((colour, shape) for colour in COLOURS for shape in SHAPES)
+_AREA = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # share of the bounding square
+
+SAMPLE_RATE = 16_000
+SLOT_SECONDS = 0.5  # each object sounds in its own slot, left to right
+SOUND_SECONDS = MAX_OBJECTS * SLOT_SECONDS
+PITCH_HZ = {"red": 220.0, "green": 294.0, "blue": 392.0, "yellow": 523.0, "purple": 698.0}
+# Amplitudes of harmonics 1, 2, 3... (band-limited: the highest stays under 8 kHz).
+HARMONICS = {
+    "circle": {1: 1.0},
+    "square": {k: 1 / k for k in range(1, 12, 2)},
+    "triangle": {k: 1 / k for k in range(1, 9)},
+}
+_TONE = (0.05, 0.45)  # a tone's onset and end within its slot, in seconds
+_RAMPS = (0.02, 0.04)  # attack and release, in seconds
+_LOUDEST_RMS = 0.2  # the steady-state RMS of a large square's tone
+_NOISE_RMS = (0.004, 0.012)
+_JITTER_PITCH, _JITTER_LEVEL = 0.01, 0.05  # relative: pitches and levels stay well apart
 
 _CAPTIONS = {
     1: ("{0}", "there is {0}", "an image of {0}", "a picture showing {0}"),
@@ -87,8 +140,9 @@ def generate(
     n: int,
     seed: int = 0,
     image_size: int = 64,
-    splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    splits: tuple[float, float, float] = SPLITS,
     statement_mix: dict[str, float] | None = None,
+    sound: bool = False,
     progress: bool = False,
 ) -> Path:
     """Write out_dir/images/000000.png ..., out_dir/manifest.jsonl (one row per scene) and
@@ -97,14 +151,18 @@ def generate(
     The same arguments give byte-identical files. ``splits`` are the train/val/test fractions:
     val and test get ``round(n * fraction)`` scenes, train the rest, spread by the seeded rng.
     ``statement_mix`` weighs the statement types (spatial needs two objects; a one-object scene
-    asked for one gets an existence statement instead).
+    asked for one gets an existence statement instead). ``sound`` also writes
+    out_dir/sounds/000000.wav ... and the columns ``audio``, ``paired_audio`` and ``trimodal``.
     """
     weights = _statement_weights(statement_mix)
     _check_sizes(n, image_size)
     rng = random.Random(seed)
-    split_names = _split_names(rng, n, splits)
+    names = split_names(rng, n, splits)
+    sound_rngs = (random.Random(f"{seed} shapeworld pairing"), stream(seed, "shapeworld sound"))
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    if sound:
+        (out / "sounds").mkdir(exist_ok=True)
     manifest = out / "manifest.jsonl"
     indices: Iterable[int] = range(n)
     if progress:
@@ -117,7 +175,10 @@ def generate(
             scene_id = f"{i:06d}"
             objects = _place_objects(rng, image_size)
             _draw(rng, objects, image_size).save(out / "images" / f"{scene_id}.png", format="PNG")
-            row = _scene_row(rng, scene_id, split_names[i], objects, weights)
+            row = _scene_row(rng, scene_id, names[i], objects, weights)
+            if sound:
+                columns = _sound_columns(sound_rngs, out, row, objects, image_size, weights)
+                row = _before_objects(row, columns)
             scenes.write(json.dumps(row) + "\n")
             for k, question in enumerate(row["questions"]):
                 scope = {
@@ -141,20 +202,9 @@ def _statement_weights(mix: dict[str, float] | None) -> list[float]:
 
 
 def _check_sizes(n: int, image_size: int) -> None:
-    if n < 0:
-        raise ConfigError(f"n is {n}: the number of scenes cannot be negative")
+    check_count(n, "scenes")
     if image_size < MIN_IMAGE_SIZE:
         raise ConfigError(f"image_size is {image_size}: ShapeWorld needs at least {MIN_IMAGE_SIZE}")
-
-
-def _split_names(rng: random.Random, n: int, splits: tuple[float, float, float]) -> list[str]:
-    """Exactly round(n * val) val and round(n * test) test names, the rest train, shuffled."""
-    if len(splits) != 3 or min(splits) < 0 or round(n * splits[1]) + round(n * splits[2]) > n:
-        raise ConfigError(f"splits {splits!r}: give three non-negative train/val/test fractions")
-    n_val, n_test = round(n * splits[1]), round(n * splits[2])
-    names = ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
-    rng.shuffle(names)
-    return names
 
 
 def _pixels(size: str, image_size: int) -> int:
@@ -226,6 +276,7 @@ def _scene_row(
         "statement": _statement(rng, objects, kind, truth),
         "label": "true" if truth else "false",
         "statement_type": kind,
+        "largest": largest(objects),
         "objects": [obj._asdict() for obj in objects],
         "questions": _questions(rng, objects),
     }
@@ -313,3 +364,94 @@ def _spatial_question(rng: random.Random, objects: list[SceneObject]) -> tuple[s
     if rng.random() < 0.5:  # objects[1] has exactly one object to its left
         return f"what shape is to the left of the {objects[1].name}?", objects[0].shape, "spatial"
     return f"what shape is to the right of the {objects[-2].name}?", objects[-1].shape, "spatial"
+
+
+def area(shape: str, size: str) -> float:
+    """An object's area as a share of the image's."""
+    return _AREA[shape] * _WIDTH[size] ** 2
+
+
+def largest(objects: list[SceneObject]) -> str:
+    """The shape of the object of largest area (equal areas only belong to equal shapes)."""
+    return max(objects, key=lambda obj: area(obj.shape, obj.size)).shape
+
+
+def _before_objects(row: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
+    """The row with ``columns`` placed before its (long) objects and questions."""
+    head = {k: v for k, v in row.items() if k not in ("objects", "questions")}
+    return {**head, **columns, "objects": row["objects"], "questions": row["questions"]}
+
+
+def _sound_columns(
+    rngs: tuple[random.Random, np.random.Generator],
+    out: Path,
+    row: dict[str, Any],
+    objects: list[SceneObject],
+    image_size: int,
+    weights: list[float],
+) -> dict[str, str]:
+    """Write the scene's sound, and another scene's when the coin says so; their columns."""
+    pairing, noise = rngs
+    audio = f"sounds/{row['id']}.wav"
+    write_wav(out / audio, scene_sound(noise, objects), SAMPLE_RATE)
+    paired = audio
+    matched = pairing.random() < 0.5
+    if not matched:
+        paired = f"sounds/{row['id']}_other.wav"
+        other = stand_in(pairing, objects, row, image_size, weights)
+        write_wav(out / paired, scene_sound(noise, other), SAMPLE_RATE)
+    trimodal = matched and row["label"] == "true"
+    return {"audio": audio, "paired_audio": paired, "trimodal": "true" if trimodal else "false"}
+
+
+def _heard(objects: list[SceneObject]) -> list[tuple[str, str, str]]:
+    """What a scene's sound tells of it: each object's shape, colour and size, left to right."""
+    return [(obj.shape, obj.colour, obj.size) for obj in objects]
+
+
+def stand_in(
+    rng: random.Random,
+    objects: list[SceneObject],
+    row: dict[str, Any],
+    image_size: int,
+    weights: list[float],
+) -> list[SceneObject]:
+    """Another scene with the row's statement, as true of it as of the row's scene, and a
+    different sound: scenes drawn as ``generate`` draws them, until one fits.
+
+    Kept scenes follow the distribution of scenes given the statement and its truth, the one
+    the row's own scene comes from, so the statement tells nothing of which of the two sounds.
+    """
+    truth = row["label"] == "true"
+    while True:
+        other = _place_objects(rng, image_size)
+        kind = rng.choices(STATEMENT_TYPES, weights)[0]
+        if kind == "spatial" and len(other) < 2:
+            kind = "existence"
+        statement = _statement(rng, other, kind, truth)
+        if statement == row["statement"] and _heard(other) != _heard(objects):
+            return other
+
+
+def scene_sound(rng: np.random.Generator, objects: list[SceneObject]) -> np.ndarray:
+    """SOUND_SECONDS of noise with each object's tone in its slot, left to right."""
+    samples = np.zeros(round(SOUND_SECONDS * SAMPLE_RATE))
+    for slot, obj in enumerate(objects):
+        start = round((slot * SLOT_SECONDS + _TONE[0]) * SAMPLE_RATE)
+        tone = _tone(rng, obj)
+        samples[start : start + len(tone)] += tone
+    return samples + rng.normal(0.0, rng.uniform(*_NOISE_RMS), len(samples))
+
+
+def _tone(rng: np.random.Generator, obj: SceneObject) -> np.ndarray:
+    """The object's tone: its shape's harmonics at its colour's pitch, as loud as it is large."""
+    t = np.arange(round((_TONE[1] - _TONE[0]) * SAMPLE_RATE)) / SAMPLE_RATE
+    pitch = PITCH_HZ[obj.colour] * (1 + rng.uniform(-_JITTER_PITCH, _JITTER_PITCH))
+    wave = sum(a * np.sin(2 * np.pi * k * pitch * t) for k, a in HARMONICS[obj.shape].items())
+    wave = wave / np.sqrt(np.mean(wave**2))
+    attack, release = (round(r * SAMPLE_RATE) for r in _RAMPS)
+    envelope = np.ones(len(t))
+    envelope[:attack] = np.linspace(0, 1, attack)
+    envelope[-release:] = np.linspace(1, 0, release)
+    level = _LOUDEST_RMS * area(obj.shape, obj.size) / area("square", "large")
+    return wave * envelope * level * (1 + rng.uniform(-_JITTER_LEVEL, _JITTER_LEVEL))

@@ -2,7 +2,12 @@
 
 For every input field the model reads, each task's main metric is scored with the field absent
 in a share of rows (``MISSING_RATES``) and under each corruption of the field's kind at each
-severity (``SEVERITIES``; corruptions act on raw values, before preprocessing). Two MultiBench
+severity (``SEVERITIES``). Corruptions act on raw values, before preprocessing: each row's value
+is read as the field's reader reads it (``raw_value``), corrupted, and written back as a cell
+the reader reads again (``with_raw_value``: an image through a PNG file, audio through a float
+wav, video through a folder of frames, a series or features as a JSON list). A transcribed text
+field is corrupted in its audio; a field whose kind has no corruptions gets only its missing
+curve. Two MultiBench
 metrics (Liang et al., 2021, "MultiBench: Multiscale Benchmarks for Multimodal Representation
 Learning"; eval_scripts/robustness.py) summarise each curve of scores ``f_0 .. f_{n-1}`` whose
 first point ``f_0`` is the clean score:
@@ -39,17 +44,21 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import soundfile as sf
 import torch
 from PIL import Image, ImageOps
 
 from polymodal.config import load_config
+from polymodal.data.modalities.audio import AudioPreprocessor
+from polymodal.data.modalities.image import ImagePreprocessor
 from polymodal.data.modalities.tabular import TabularPreprocessor
+from polymodal.data.modalities.video import VideoPreprocessor
 from polymodal.data.pipeline import (
     SPLITS,
     Example,
@@ -59,8 +68,16 @@ from polymodal.data.pipeline import (
 )
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.sources import Row, index_manifest
+from polymodal.data.transcribe import TranscribedTextPreprocessor
 from polymodal.errors import DataError
-from polymodal.evaluate.corruptions import CORRUPTIONS, MISSING_RATES, SEVERITIES, missing_rows
+from polymodal.evaluate.corruptions import (
+    CORRUPTIONS,
+    MISSING_RATES,
+    SEVERITIES,
+    Corruption,
+    Waveform,
+    missing_rows,
+)
 from polymodal.inference import batches
 from polymodal.io import write_json
 from polymodal.models.model import MultimodalModel
@@ -171,33 +188,106 @@ def _scores(
     return scores
 
 
-def _open_image(value: Any, base_dir: Path) -> Image.Image:
-    """The raw image, upright and RGB, resolved as the image preprocessor resolves paths."""
-    path = Path(str(value)).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    with Image.open(path) as img:
+class _Codec(NamedTuple):
+    """How a kind's raw value is read from a cell, and written as a cell that reads as it."""
+
+    read: Callable[[Any, Any, Path], Any]  # (cell, field preprocessor, base_dir) -> raw value
+    write: Callable[[Any, Path], Any]  # (raw value, scratch path without suffix) -> cell
+
+
+def _read_image(cell: Any, pre: ImagePreprocessor, base_dir: Path) -> Image.Image:
+    """The image file at full size, upright and RGB."""
+    with Image.open(pre.resolve(cell, base_dir)) as img:
         return ImageOps.exif_transpose(img).convert("RGB")
 
 
-def _raw_value(row: Row, field: str, pre: FieldPreprocessor, base_dir: Path) -> Any:
-    """What a corruption of ``pre.kind`` takes: an image, a string, or ``{column: value}``."""
-    if pre.kind == "image":
-        return _open_image(row[field], base_dir)
-    if isinstance(pre, TabularPreprocessor):
-        return {c: row.get(c) for c in pre.columns}
-    return row[field]
+def _write_image(image: Image.Image, scratch: Path) -> str:
+    path = scratch.with_suffix(".png")
+    image.save(path)
+    return str(path)
 
 
-def _with_value(row: Row, field: str, pre: FieldPreprocessor, value: Any, scratch: Path) -> Row:
-    """A copy of ``row`` holding ``value`` for ``field`` (an image goes through a PNG file)."""
+def _audio_reader(pre: Any) -> AudioPreprocessor:
+    """The audio reader of a field: its own, or the transcriber's for transcribed text."""
+    return pre.transcriber.reader if isinstance(pre, TranscribedTextPreprocessor) else pre
+
+
+def _read_audio(cell: Any, pre: Any, base_dir: Path) -> Waveform:
+    """The samples the field's audio reader decodes (mono, resampled, the evaluation window)."""
+    reader = _audio_reader(pre)
+    return Waveform(reader.waveform(reader.resolve(cell, base_dir)), reader.sample_rate)
+
+
+def _write_audio(audio: Waveform, scratch: Path) -> str:
+    """A 32-bit float wav: exact samples, none clipped at full scale."""
+    path = scratch.with_suffix(".wav")
+    sf.write(path, audio.samples, audio.rate, subtype="FLOAT")
+    return str(path)
+
+
+def _read_video(cell: Any, pre: VideoPreprocessor, base_dir: Path) -> list[Image.Image]:
+    """The frames the video reader samples for evaluation, fitted to its square."""
+    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in pre.read(cell, base_dir)]
+
+
+def _write_video(frames: list[Image.Image], scratch: Path) -> str:
+    """A folder of PNG frames in name order (the reader keeps them all: at most ``frames``)."""
+    scratch.mkdir()
+    for i, frame in enumerate(frames):
+        frame.save(scratch / f"{i:05d}.png")
+    return str(scratch)
+
+
+def _write_list(array: np.ndarray, scratch: Path) -> list[Any]:
+    """The JSON list of an array, NaN written as null."""
+    return np.where(np.isnan(array), None, array).tolist()
+
+
+_AS_IS = _Codec(lambda cell, pre, base_dir: cell, lambda value, scratch: value)
+_CODECS = {
+    "image": _Codec(_read_image, _write_image),
+    "text": _AS_IS,
+    "tabular": _AS_IS,  # the cell: the field's {column: value}
+    "audio": _Codec(_read_audio, _write_audio),
+    "sequence": _Codec(lambda cell, pre, base_dir: pre.series(cell, base_dir), _write_list),
+    "features": _Codec(lambda cell, pre, base_dir: pre.array(cell, base_dir), _write_list),
+    "video": _Codec(_read_video, _write_video),
+}
+
+
+def raw_kind(pre: FieldPreprocessor) -> str:
+    """The kind of raw value a field reads: its kind, but audio for a transcribed text field
+    (its cell is an audio file)."""
+    return "audio" if isinstance(pre, TranscribedTextPreprocessor) else pre.kind
+
+
+def field_corruptions(pre: FieldPreprocessor) -> dict[str, Corruption]:
+    """The corruptions of a field's raw value by name (none for a kind that has none)."""
+    return CORRUPTIONS.get(raw_kind(pre), {})
+
+
+def raw_value(row: Row, field: str, preprocessor: Preprocessor, base_dir: Path) -> Any:
+    """What a corruption of the field takes (see ``polymodal.evaluate.corruptions``), read
+    from ``row`` as the field's reader reads it; None where the field is absent."""
+    cell = preprocessor.value(field, row)
+    if cell is None:
+        return None
+    pre = preprocessor.fields[field]
+    return _CODECS[raw_kind(pre)].read(cell, pre, base_dir)
+
+
+def with_raw_value(
+    row: Row, field: str, preprocessor: Preprocessor, value: Any, scratch: Path
+) -> Row:
+    """A copy of ``row`` whose field reads as the raw ``value`` (files it needs are written
+    at ``scratch`` plus a suffix: a PNG image, a wav, a folder of frames)."""
+    pre = preprocessor.fields[field]
+    cell = _CODECS[raw_kind(pre)].write(value, scratch)
     out = dict(row)
-    if pre.kind == "image":
-        value.save(scratch)
-        out[field] = str(scratch)
-    elif pre.kind == "tabular":
-        out.update(value)
+    if isinstance(pre, TabularPreprocessor):
+        out.update(cell)
     else:
-        out[field] = value
+        out[preprocessor.schema.columns(field)[0]] = cell
     return out
 
 
@@ -207,31 +297,33 @@ def _missing(examples: list[Example], field: str, rate: float, seed: int) -> lis
     return [{**ex, field: None} if i in gone else ex for i, ex in enumerate(examples)]
 
 
-def _corrupted(
+def corrupted_examples(
     data: ReadRows,
     preprocessor: Preprocessor,
     field: str,
     corruption: str,
     severity: int,
     seed: int,
-    scratch: Path,
 ) -> list[Example]:
-    """Examples with ``field`` corrupted in every row where it is present, then re-read.
+    """``data``'s examples with ``field`` corrupted in every row where it is present, then
+    re-read by the field's reader; rows without it are left as they are.
 
-    Each call replays the same random draws (rng seeded with ``seed``), row by row.
+    Each call replays the same random draws (rng seeded with ``seed``), row by row. The files
+    a corrupted value needs live in a scratch folder for the call.
     """
     pre = preprocessor.fields[field]
     reader = Preprocessor(preprocessor.schema, {field: pre})
-    corrupt = CORRUPTIONS[pre.kind][corruption]
+    corrupt = field_corruptions(pre)[corruption]
     rng = np.random.default_rng(seed)
     out = []
-    for i, (row, example) in enumerate(zip(data.rows, data.examples, strict=True)):
-        if example[field] is None:
-            out.append(example)
-            continue
-        value = corrupt(_raw_value(row, field, pre, data.base_dir), severity, rng, pre)
-        changed = _with_value(row, field, pre, value, scratch / f"{i}.png")
-        out.append({**example, field: reader.example(changed, data.base_dir)[field]})
+    with tempfile.TemporaryDirectory(prefix="polymodal-robustness-") as scratch:
+        for i, (row, example) in enumerate(zip(data.rows, data.examples, strict=True)):
+            if example[field] is None:
+                out.append(example)
+                continue
+            value = corrupt(raw_value(row, field, preprocessor, data.base_dir), severity, rng, pre)
+            changed = with_raw_value(row, field, preprocessor, value, Path(scratch) / str(i))
+            out.append({**example, field: reader.example(changed, data.base_dir)[field]})
     return out
 
 
@@ -313,20 +405,17 @@ def _measure(
         (f, None, rate) for f in model.inputs for rate in MISSING_RATES[1:]
     ]
     for field in model.inputs:
-        for corruption in CORRUPTIONS[preprocessor.fields[field].kind]:
+        for corruption in field_corruptions(preprocessor.fields[field]):
             conditions += [(field, corruption, k) for k in SEVERITIES]
-    with tempfile.TemporaryDirectory(prefix="polymodal-robustness-") as scratch:
-        for field, corruption, level in progress_bar(conditions, "robustness"):
-            if corruption is None:
-                examples = _missing(data.examples, field, level, seed)
-                measured.missing[field][level] = _scores(model, examples, batch_size, device)
-                continue
-            severity = int(level)
-            examples = _corrupted(
-                data, preprocessor, field, corruption, severity, seed, Path(scratch)
-            )
-            by_severity = measured.noise.setdefault(field, {}).setdefault(corruption, {})
-            by_severity[severity] = _scores(model, examples, batch_size, device)
+    for field, corruption, level in progress_bar(conditions, "robustness"):
+        if corruption is None:
+            examples = _missing(data.examples, field, level, seed)
+            measured.missing[field][level] = _scores(model, examples, batch_size, device)
+            continue
+        severity = int(level)
+        examples = corrupted_examples(data, preprocessor, field, corruption, severity, seed)
+        by_severity = measured.noise.setdefault(field, {}).setdefault(corruption, {})
+        by_severity[severity] = _scores(model, examples, batch_size, device)
     return measured
 
 

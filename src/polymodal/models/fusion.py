@@ -6,6 +6,7 @@ an absent input's values. Fields are always visited in sorted order.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Literal, get_args
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from polymodal.config import FusionConfig
+from polymodal.errors import ConfigError
 from polymodal.models.encoders.base import Encoded
 
 Reduction = Literal["sum", "mean", "max", "product"]
@@ -56,6 +59,61 @@ def _reduce(values: torch.Tensor, mask: torch.Tensor, reduction: Reduction) -> t
         if reduction == "mean":
             out = out / keep.sum(1).clamp(min=1)
     return out.masked_fill(~keep.any(1), 0.0)
+
+
+def _valid_tokens(encoded: Encoded, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A field's tokens zeroed where not valid, and the (B, T) valid mask: a token is valid
+    where ``token_mask`` holds and the field is present. Zeroing keeps any value out (0 * NaN
+    would be NaN)."""
+    valid = encoded.token_mask & present.unsqueeze(-1)
+    return encoded.tokens.masked_fill(~valid.unsqueeze(-1), 0.0), valid
+
+
+def _masked_mean(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, T, D) ``tokens`` over the positions ``keep`` (B, T) holds; none: zeros."""
+    weights = keep.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def _some_key(keep: torch.Tensor) -> torch.Tensor:
+    """``keep`` (B, T), except that a row keeping nothing keeps everything: attention over no
+    key at all is NaN. Callers discard such rows' outputs."""
+    return keep | ~keep.any(1, keepdim=True)
+
+
+def _transformer(width: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    """``layers`` pre-norm self-attention layers (feed-forward twice as wide), a final norm."""
+    layer = nn.TransformerEncoderLayer(
+        width, heads, 2 * width, dropout, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(
+        layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False
+    )
+
+
+class _CrossBlock(nn.Module):
+    """Pre-norm cross-attention (queries attend to keys), then a feed-forward; both residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.query_norm = nn.LayerNorm(dim)
+        self.key_norm = nn.LayerNorm(dim)
+        self.attend = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
+
+    def attend_to(
+        self, queries: torch.Tensor, keys: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """``queries`` (B, T, D) updated from ``keys`` (B, S, D) where ``keep`` (B, S) holds;
+        every row must keep at least one key."""
+        keys = self.key_norm(keys)
+        attended, _ = self.attend(
+            self.query_norm(queries), keys, keys, key_padding_mask=~keep, need_weights=False
+        )
+        updated = queries + attended
+        return updated + self.feed_forward(updated)
 
 
 class _Projection(nn.ModuleDict):
@@ -156,7 +214,7 @@ class LowRankTensor(nn.Module):
         return self.out(fused)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_CrossBlock):
     """Each field's tokens attend over the tokens of the other present fields, then pool.
 
     Per field: tokens are projected to ``dim`` with a learned modality embedding; a pre-norm
@@ -164,25 +222,19 @@ class CrossAttention(nn.Module):
     and a feed-forward block update them; a masked mean pools them. Keys always include a
     learned null token, so a row whose other fields are absent attends to it alone and absent
     values cannot leak in. Pooled vectors (zeroed where absent) and presence flags are
-    concatenated and projected, as in ``Concat``.
+    concatenated and projected, as in ``Concat``. The one block is shared by the fields.
     """
 
     def __init__(
         self, input_dims: dict[str, int], dim: int = 256, dropout: float = 0.1, heads: int = 4
     ) -> None:
-        super().__init__()
+        super().__init__(dim, heads, dropout)
         self.fields = sorted(input_dims)
         self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
         self.modality = nn.ParameterDict(
             {f: nn.Parameter(torch.randn(dim) * 0.02) for f in self.fields}
         )
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.query_norm = nn.LayerNorm(dim)
-        self.key_norm = nn.LayerNorm(dim)
-        self.attend = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.feed_forward = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
-        )
         self.out = nn.Sequential(
             nn.Linear(len(self.fields) * (dim + 1), dim), nn.ReLU(), nn.Dropout(dropout)
         )
@@ -199,21 +251,178 @@ class CrossAttention(nn.Module):
             batch = tokens[name].shape[0]
             keys = torch.cat([self.null.expand(batch, 1, -1), *(tokens[f] for f in others)], 1)
             keep = torch.cat([valid[name].new_ones(batch, 1), *(valid[f] for f in others)], dim=1)
-            keys = self.key_norm(keys)
-            attended, _ = self.attend(
-                self.query_norm(tokens[name]),
-                keys,
-                keys,
-                key_padding_mask=~keep,
-                need_weights=False,
-            )
-            updated = tokens[name] + attended
-            updated = updated + self.feed_forward(updated)
-            weights = valid[name].unsqueeze(-1).to(updated.dtype)
-            pooled = (updated * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            flag = present[name].unsqueeze(-1).to(pooled.dtype)
-            parts += [pooled * flag, flag]
+            updated = self.attend_to(tokens[name], keys, keep)
+            flag = present[name].unsqueeze(-1).to(updated.dtype)
+            parts += [_masked_mean(updated, valid[name]) * flag, flag]
         return self.out(torch.cat(parts, dim=-1))
+
+
+class EarlyTransformer(nn.Module):
+    """Early fusion: one transformer over the tokens of every field (single-stream, as ViLT).
+
+    Each field's tokens are projected to ``dim`` and tagged with a learned modality embedding;
+    a learned CLS token leads the sequence, and ``layers`` pre-norm transformer layers with
+    ``heads`` heads run over it. The key padding mask hides padded tokens and every token of
+    an absent field, so the CLS output, the fused vector, never sees them. A row with nothing
+    present fuses to a learned constant.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        dim: int = 256,
+        dropout: float = 0.1,
+        layers: int = 2,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.modality = nn.ParameterDict(
+            {f: nn.Parameter(torch.randn(dim) * 0.02) for f in self.fields}
+        )
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.transformer = _transformer(dim, heads, layers, dropout)
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        first = present[self.fields[0]]
+        tokens, keep = [self.cls.expand(len(first), 1, -1)], [first.new_ones(len(first), 1)]
+        for name in self.fields:
+            values, valid = _valid_tokens(encoded[name], present[name])
+            tokens.append(self.project[name](values) + self.modality[name])
+            keep.append(valid)
+        hidden = self.transformer(torch.cat(tokens, 1), src_key_padding_mask=~torch.cat(keep, 1))
+        return hidden[:, 0]
+
+
+class MulT(nn.Module):
+    """Multimodal transformer (MulT, Tsai et al., 2019), kept small.
+
+    Tokens are projected to ``width`` (default: ``min(dim, 64)`` rounded down to a multiple of
+    ``heads``). For each target field and each other (source) field, ``layers`` cross-modal
+    blocks let the target's tokens attend to the source's projected tokens, plus a learned null
+    key, so a row where the source is absent attends to the null alone. The target's streams
+    are concatenated per token, ``layers`` self-attention layers run over the target's valid
+    tokens, and a masked mean pools them. Pooled targets (zero where absent) and presence flags
+    are concatenated and projected to ``dim``. A lone field is its own stream. Unlike the paper
+    there are no temporal convolutions or positional embeddings: the encoders' tokens carry
+    their positions.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        dim: int = 256,
+        dropout: float = 0.1,
+        layers: int = 2,
+        heads: int = 4,
+        width: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        width = heads * max(1, min(dim, 64) // heads) if width is None else width
+        streams = max(1, len(self.fields) - 1)
+        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], width) for f in self.fields})
+        self.null = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.cross = nn.ModuleDict(
+            {
+                target: nn.ModuleDict(
+                    {
+                        source: nn.ModuleList(
+                            _CrossBlock(width, heads, dropout) for _ in range(layers)
+                        )
+                        for source in self.fields
+                        if source != target
+                    }
+                )
+                for target in self.fields
+            }
+        )
+        self.self_attention = nn.ModuleDict(
+            {f: _transformer(streams * width, heads, layers, dropout) for f in self.fields}
+        )
+        self.out = nn.Sequential(
+            nn.Linear(len(self.fields) * (streams * width + 1), dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        projected, valid = {}, {}
+        for name in self.fields:
+            values, valid[name] = _valid_tokens(encoded[name], present[name])
+            projected[name] = self.project[name](values)
+        parts = []
+        for target in self.fields:
+            streams = []
+            for source, blocks in self.cross[target].items():
+                batch = len(valid[source])
+                keys = torch.cat([self.null.expand(batch, 1, -1), projected[source]], dim=1)
+                keep = torch.cat([valid[source].new_ones(batch, 1), valid[source]], dim=1)
+                stream = projected[target]
+                for block in blocks:
+                    stream = block.attend_to(stream, keys, keep)
+                streams.append(stream)
+            joined = torch.cat(streams or [projected[target]], dim=-1)
+            # A row without valid target tokens pools to zeros whatever it attends to.
+            hidden = self.self_attention[target](
+                joined, src_key_padding_mask=~_some_key(valid[target])
+            )
+            flag = present[target].unsqueeze(-1).to(hidden.dtype)
+            parts += [_masked_mean(hidden, valid[target]), flag]
+        return self.out(torch.cat(parts, dim=-1))
+
+
+class GraphFusion(nn.Module):
+    """Fields as the nodes of a graph, fused by attention message passing.
+
+    Graph attention (Veličković et al., 2018) over modality nodes, as in the dynamic fusion
+    graph of Zadeh et al. (2018). A node starts as its field's pooled vector projected to
+    ``dim`` (zero where absent) plus a learned modality embedding. Each of ``layers`` rounds
+    is multi-head attention of every node over the present nodes and itself (a self-loop: an
+    absent node hears only itself), then a residual and a LayerNorm. The readout is the mean
+    and the max of the present nodes' states, concatenated and projected to ``dim``; a row
+    with nothing present fuses to a learned constant.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        dim: int = 256,
+        dropout: float = 0.1,
+        layers: int = 2,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        self.fields = sorted(input_dims)
+        self.heads = heads
+        self.project = _Projection(input_dims, dim)
+        self.modality = nn.Parameter(torch.randn(len(self.fields), dim) * 0.02)
+        self.rounds = nn.ModuleList(
+            nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+            for _ in range(layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.out = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.output_dim = dim
+
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        mask = _mask(self.fields, present)
+        nodes = self.project(encoded).masked_fill(~mask.unsqueeze(-1), 0.0) + self.modality
+        loops = torch.eye(len(self.fields), dtype=torch.bool, device=mask.device)
+        blocked = ~(mask.unsqueeze(1) | loops)  # (B, node, neighbour): True where cut
+        blocked = blocked.repeat_interleave(self.heads, dim=0)
+        for attend, norm in zip(self.rounds, self.norms, strict=True):
+            messages, _ = attend(nodes, nodes, nodes, attn_mask=blocked, need_weights=False)
+            nodes = norm(nodes + messages)
+        readout = torch.cat([_reduce(nodes, mask, "mean"), _reduce(nodes, mask, "max")], dim=-1)
+        return self.out(readout)
 
 
 class Pooled(nn.Module):
@@ -348,4 +557,23 @@ FUSIONS: dict[str, Callable[..., nn.Module]] = {
     "gated": Gated,
     "tensor": TensorFusion,
     "bilinear": Bilinear,
+    "early_transformer": EarlyTransformer,
+    "mult": MulT,
+    "graph": GraphFusion,
 }
+
+
+def make_fusion(config: FusionConfig, input_dims: dict[str, int]) -> nn.Module:
+    """The fusion ``config`` names, over fields of ``input_dims`` (name -> pooled width).
+
+    ``layers`` and ``heads`` go to the fusions whose constructor takes them.
+    """
+    factory = FUSIONS[config.type]
+    accepted = inspect.signature(factory).parameters
+    options = {key: getattr(config, key) for key in ("layers", "heads") if key in accepted}
+    if "heads" in options and config.dim % config.heads:
+        raise ConfigError(
+            f"model.fusion: {config.type} needs dim ({config.dim}) to be a multiple of heads "
+            f"({config.heads}); change fusion.dim or fusion.heads"
+        )
+    return factory(input_dims, config.dim, config.dropout, **options)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,6 +17,7 @@ from polymodal.config import (
     ENCODER_TYPES,
     TRANSFER_OPTIONS,
     ClassifyConfig,
+    EncoderConfig,
     ModelConfig,
     RetrieveConfig,
     default_encoder,
@@ -24,12 +26,17 @@ from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError, ModelError, did_you_mean
 from polymodal.io import atomic_write, atomic_write_text, remove_stale_temp_files
-from polymodal.models.encoders import ENCODERS, Encoded
-from polymodal.models.fusion import FUSIONS
+from polymodal.models.architectures import with_architecture_encoders
+from polymodal.models.encoders import ENCODERS, Encoded, PretrainedEncoder
+from polymodal.models.fusion import make_fusion
 from polymodal.tasks import Classify, Retrieve, Task
+
+if TYPE_CHECKING:
+    from polymodal.models.precompute import FeatureStore
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+BACKBONES_DIR = "backbones"  # BACKBONES_DIR/FIELD: what rebuilds a pretrained backbone
 
 
 class MultimodalModel(nn.Module):
@@ -49,6 +56,8 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
         self.fusion = fusion
         self.tasks = nn.ModuleDict(tasks)
+        # field -> features of its frozen backbone, computed once (polymodal.models.precompute)
+        self.precomputed: dict[str, FeatureStore] = {}
         for name in self.frozen:
             self.encoders[name].requires_grad_(False)
 
@@ -73,6 +82,10 @@ class MultimodalModel(nn.Module):
         activations in the backward pass instead of keeping them."""
         encoded = {}
         for name, encoder in self.encoders.items():
+            if name in self.precomputed:  # the backbone's output, looked up by manifest line
+                features = self.precomputed[name].lookup(batch.rows, batch.values[name].device)
+                encoded[name] = encoder.project_features(features)
+                continue
             field = self.preprocessor.fields[name]
             values = field.model_input(batch.values[name], batch.present[name])
             inputs = (values, batch.lengths.get(name))
@@ -111,6 +124,9 @@ class MultimodalModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         self.preprocessor.save(directory)
+        for name, encoder in self.encoders.items():
+            if isinstance(encoder, PretrainedEncoder):
+                encoder.save_backbone(directory / BACKBONES_DIR / name)
         meta = {
             "format": "polymodal",
             "version": __version__,
@@ -130,7 +146,7 @@ class MultimodalModel(nn.Module):
                 )
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         config = ModelConfig.model_validate(meta["model"])
-        model = build_model(config, Preprocessor.load(directory))
+        model = build_model(config, Preprocessor.load(directory), saved=directory)
         state = load_file(str(directory / WEIGHTS_FILE), device=device)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -161,15 +177,49 @@ def _check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple
         )
 
 
-def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalModel:
-    """Construct encoders, fusion and tasks for the fields the preprocessor knows."""
+def _build_encoder(name: str, kind: str, config: EncoderConfig, given: dict[str, Any]) -> nn.Module:
+    """``ENCODERS[(kind, config.type)]`` built from the config's options and those of the
+    field's ``encoder_args`` (``given``) its signature takes; a missing one is a ConfigError."""
+    make = ENCODERS[(kind, config.type)]
+    options = config.model_dump(exclude={"type", *TRANSFER_OPTIONS})
+    params = inspect.signature(make).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    args = {key: value for key, value in given.items() if takes_any or key in params}
+    missing = [
+        key
+        for key, p in params.items()
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and key not in args
+        and key not in options
+    ]
+    if missing:
+        needs = getattr(make, "needs", None)
+        raise ConfigError(
+            f"model.encoders.{name}: a {config.type} encoder needs {', '.join(missing)}, which "
+            f"{kind} field '{name}' does not give (it gives {', '.join(given) or 'nothing'})"
+            + (f"; it reads {needs}" if needs else "")
+        )
+    return make(**args, **options)
+
+
+def build_model(
+    config: ModelConfig, preprocessor: Preprocessor, saved: Path | None = None
+) -> MultimodalModel:
+    """Construct encoders, fusion and tasks for the fields the preprocessor knows.
+
+    ``saved`` is the folder of a saved model being loaded: a pretrained encoder's backbone is
+    then rebuilt from the description kept there (its weights come from the saved model).
+    """
     schema = preprocessor.schema
     inputs = config.inputs if config.inputs is not None else schema.inputs
     if not inputs:
         raise ConfigError("model.inputs: no input fields; name at least one")
+    kinds = {name: schema.fields[name].kind for name in inputs if name in schema.fields}
+    config = with_architecture_encoders(config, kinds)
     encoders: dict[str, nn.Module] = {}
     for name in inputs:
-        _check_field(preprocessor, name, "model.inputs", ("image", "text", "tabular"))
+        _check_field(preprocessor, name, "model.inputs", tuple(ENCODER_TYPES))
         kind = schema.fields[name].kind
         enc_config = config.encoders.get(name) or default_encoder(kind)
         if enc_config.type not in ENCODER_TYPES[kind]:
@@ -177,8 +227,10 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
                 f"model.encoders.{name}: a {enc_config.type} encoder cannot read "
                 f"{kind} field '{name}'; use type {' or '.join(map(repr, ENCODER_TYPES[kind]))}"
             )
-        options = enc_config.model_dump(exclude={"type", *TRANSFER_OPTIONS})
-        encoders[name] = ENCODERS[enc_config.type](**preprocessor.encoder_args(name), **options)
+        given = preprocessor.encoder_args(name)
+        if saved is not None and (saved / BACKBONES_DIR / name).is_dir():
+            given = {**given, "backbone_dir": saved / BACKBONES_DIR / name}
+        encoders[name] = _build_encoder(name, kind, enc_config, given)
     unknown = sorted(set(config.encoders) - set(inputs))
     if unknown:
         raise ConfigError(f"model.encoders: {unknown} are not model inputs ({', '.join(inputs)})")
@@ -187,7 +239,7 @@ def build_model(config: ModelConfig, preprocessor: Preprocessor) -> MultimodalMo
     fusion = None
     if needs_fusion:
         dims = {name: enc.output_dim for name, enc in encoders.items()}
-        fusion = FUSIONS[config.fusion.type](dims, config.fusion.dim, config.fusion.dropout)
+        fusion = make_fusion(config.fusion, dims)
     tasks: dict[str, Task] = {}
     for i, task in enumerate(config.tasks):
         where = f"model.tasks.{i}"

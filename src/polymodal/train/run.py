@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.config import RunConfig, dump_config, load_config, task_targets
+from polymodal.data.dataset import workers_for
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.errors import ConfigError, DataError
 from polymodal.inference import evaluate_model
 from polymodal.io import atomic_write_text, write_json
+from polymodal.models.encoders import pretrained
 from polymodal.models.model import MultimodalModel, build_model
+from polymodal.models.precompute import precompute_features
 from polymodal.models.transfer import load_encoders, transferred_preprocessors
 from polymodal.train.checkpoint import CheckpointKeeper
 from polymodal.train.distributed import DistContext, barrier, init_distributed
@@ -127,10 +130,18 @@ def run_training(
     if not len(data.splits["val"]) and dist.is_main:
         log("no validation rows: every epoch is kept as the best so far, and no score is shown")
     seed_everything(config.seed)
+    pretrained.check_preprocessing(config.model, data.preprocessor)
     model = build_model(config.model, data.preprocessor)
     for name in load_encoders(model) if checkpoint is None else ():
         frozen = " (frozen)" if name in model.frozen else ""
         log(f"encoder '{name}' starts from {config.model.encoders[name].init_from}{frozen}")
+    cache = config.train.out_dir / "cache"
+    batch = config.train.batch_size
+    workers = workers_for(config.data)
+    for name in precompute_features(
+        model, data.splits, config.data, cache, batch, dist.device, workers
+    ):
+        log(f"encoder '{name}': the frozen backbone's features are computed once (precompute)")
     trainer = Trainer(
         model,
         data.splits["train"],
@@ -147,6 +158,7 @@ def run_training(
     test: dict[str, Any] = {}
     if dist.is_main:
         best = MultimodalModel.from_pretrained(result.best_dir)
+        best.precomputed = model.precomputed  # the same frozen backbones
         test = evaluate_model(
             best, data.splits["test"], workers=trainer.workers, quarantine=data.quarantine
         )
@@ -179,6 +191,7 @@ def _prepare(config: RunConfig, dist: DistContext) -> PreparedData:
             fitted=transferred_preprocessors(config.model),
             targets=task_targets(config.model),
             cache_dir=config.train.out_dir / "cache",
+            field_options=pretrained.field_options(config.model),
         )
 
     if not dist.enabled or config.data.cache != "disk":

@@ -133,7 +133,7 @@ class Trainer:
         log: Log | None = None,
     ) -> None:
         self.model = model
-        self.train_data = train
+        self.train_data = train.for_training()  # random crops (audio, video)
         self.val_data = val if val is not None and len(val) else None
         self.config = config
         self.workers = workers_for(data)
@@ -194,7 +194,9 @@ class Trainer:
         wrapped: torch.nn.Module = model
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(model, device_ids=ids)
+            # A fusion may read only pooled vectors, leaving an encoder's token projection, or a
+            # modality dropped from every row of a batch, without a gradient in some steps.
+            wrapped = DistributedDataParallel(model, device_ids=ids, static_graph=True)
         sampler = ResumableSampler(
             len(self.train_data),
             shuffle=True,

@@ -65,3 +65,17 @@ def test_hugging_face_tokenizer_file(tmp_path: Path):
     again = TextPreprocessor.from_state("text", json.loads(json.dumps(pre.state())))
     assert again.read("circle red", tmp_path).tolist() == [3, 2]
     assert again.encoder_args()["vocab_size"] == 4
+
+
+def test_hugging_face_truncation_keeps_the_closing_special_token(tmp_path: Path):
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "red": 4, "circle": 5}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    hf.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    hf.save(str(tmp_path / "tokenizer.json"))
+    pre = TextPreprocessor("text", tokenizer=str(tmp_path), max_length=4).fit([])
+    assert pre.read("red circle red circle", tmp_path).tolist() == [2, 4, 5, 3]
+    assert pre.read("red", tmp_path).tolist() == [2, 4, 3]

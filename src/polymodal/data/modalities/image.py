@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from polymodal.data.modalities.base import FieldBase
+from polymodal.data.modalities.base import FileField, resolve_path
 from polymodal.errors import RowError
 
 DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # Pillow's own hard limit
@@ -28,7 +28,7 @@ _UPRIGHT = {
 }
 
 
-class ImagePreprocessor(FieldBase):
+class ImagePreprocessor(FileField):
     """Reads an image path into a uint8 (3, size, size) tensor; collates to normalised floats."""
 
     kind = "image"
@@ -47,25 +47,18 @@ class ImagePreprocessor(FieldBase):
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
-    def read(self, value: Any, base_dir: Path) -> torch.Tensor:
-        return self.decode(self.resolve(value, base_dir))
-
     @staticmethod
     def resolve(value: Any, base_dir: Path) -> Path:
         """The image file a cell names (relative to ``base_dir``), which must exist."""
-        path = Path(str(value)).expanduser()
-        path = path if path.is_absolute() else base_dir / path
-        if not path.is_file():
-            raise RowError("missing image file", f"{path} does not exist")
-        return path
+        return resolve_path(value, base_dir, "image")
 
-    def decode(self, path: Path) -> torch.Tensor:
-        """A uint8 (3, size, size) tensor of the image at ``path``."""
+    def decode(self, path: Path, training: bool = False) -> torch.Tensor:
+        """A uint8 (3, size, size) tensor of the image at ``path`` (no augmentation)."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as img:
-                    array = np.asarray(self._decode(img, path), dtype=np.uint8)
+                    array = np.asarray(self.fit_image(img, path), dtype=np.uint8)
         except Image.DecompressionBombError as err:
             raise RowError("image too large", self._too_large(path, err)) from err
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -84,7 +77,7 @@ class ImagePreprocessor(FieldBase):
             "max_pixels cannot lift; raise PIL.Image.MAX_IMAGE_PIXELS to read such images"
         )
 
-    def _decode(self, img: Image.Image, path: Path) -> Image.Image:
+    def fit_image(self, img: Image.Image, path: Path) -> Image.Image:
         """Check the header's size, decode reduced to about twice the target, then fit.
 
         Large images never exist at full size more than once: JPEGs are scaled down while
@@ -116,13 +109,14 @@ class ImagePreprocessor(FieldBase):
         return torch.stack([blank if x is None else x for x in items]), None
 
     def model_input(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Pixels scaled to [0, 1], normalised by mean and std; zeros where absent."""
+        """Pixels scaled to [0, 1], normalised by mean and std; zeros where absent. The
+        channels are the third-last dimension: (B, 3, H, W), or (B, F, 3, H, W) video frames."""
         mean, std = self.mean.to(values.device), self.std.to(values.device)
         pixels = values.float().div_(255).sub_(mean).div_(std)
-        return pixels.mul_(present.view(-1, 1, 1, 1).to(pixels.dtype))
+        return pixels.mul_(present.view(-1, *(1,) * (values.dim() - 1)).to(pixels.dtype))
 
     def encoder_args(self) -> dict[str, Any]:
-        return {"in_channels": 3}
+        return {"in_channels": 3, "size": self.size}
 
     def state(self) -> dict[str, Any]:
         return {

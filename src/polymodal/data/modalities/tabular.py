@@ -102,7 +102,7 @@ class TabularPreprocessor(FieldBase):
             self.std[column] = self.std[column] or 1.0
         self._set_categories({c: sorted(self._seen.get(c, ())) for c in self.categorical})
 
-    def read(self, value: dict[str, Any], base_dir: Path) -> torch.Tensor:
+    def read(self, value: dict[str, Any], base_dir: Path, training: bool = False) -> torch.Tensor:
         out = []
         for column in self.numeric:
             number = _number(column, value.get(column))
@@ -162,7 +162,7 @@ class LabelPreprocessor(FieldBase):
         if not self.fixed:
             self.labels = sorted(self._seen)
 
-    def read(self, value: Any, base_dir: Path) -> torch.Tensor:
+    def read(self, value: Any, base_dir: Path, training: bool = False) -> torch.Tensor:
         assert self.labels is not None, "fit() the preprocessor before reading rows"
         label = str(value).lower() if isinstance(value, bool) else str(value)
         if label not in self.labels:

@@ -83,6 +83,7 @@ class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer from a tokenizer.json file, a folder, or a hub id."""
 
     def __init__(self, tokenizer: Any) -> None:
+        tokenizer.no_padding()  # a tokenizer.json may pad each text (MiniLM: to 128); batches pad
         self.tokenizer = tokenizer
         pad = next(
             (t for t in ("[PAD]", "<pad>", "<|padding|>") if tokenizer.token_to_id(t) is not None),
@@ -107,7 +108,13 @@ class HFTokenizer:
                 f"nor a reachable hub id ({err}); use 'word' or a local path"
             ) from err
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """Token ids with the model's special tokens; cut to ``max_length`` by the tokenizer's
+        own truncation, which keeps the closing special token ([SEP], </s>) a cut would drop."""
+        if max_length is None:
+            self.tokenizer.no_truncation()
+        else:
+            self.tokenizer.enable_truncation(max_length)
         return self.tokenizer.encode(text, add_special_tokens=True).ids
 
     def __len__(self) -> int:
@@ -157,11 +164,14 @@ class TextPreprocessor(FieldBase):
         else:
             self.tokenizer = HFTokenizer.load(self.tokenizer_name)
 
-    def read(self, value: Any, base_dir: Path) -> torch.Tensor:
+    def read(self, value: Any, base_dir: Path, training: bool = False) -> torch.Tensor:
         if not isinstance(value, str):
             raise RowError("undecodable text", f"expected a string, got {type(value).__name__}")
         assert self.tokenizer is not None, "fit() the preprocessor before reading rows"
-        ids = self.tokenizer.encode(value)[: self.max_length]
+        if isinstance(self.tokenizer, HFTokenizer):
+            ids = self.tokenizer.encode(value, self.max_length)
+        else:
+            ids = self.tokenizer.encode(value)[: self.max_length]
         if not ids:
             ids = [self.tokenizer.pad_id]
         return torch.tensor(ids, dtype=torch.long)

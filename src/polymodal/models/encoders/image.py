@@ -1,11 +1,13 @@
-"""A small convolutional image encoder."""
+"""Image encoders: a small convolutional network and a small vision transformer."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from polymodal.errors import ConfigError
 from polymodal.models.encoders.base import Encoded
+from polymodal.models.encoders.blocks import TokenTransformer, conv_block
 
 
 class ImageCNN(nn.Module):
@@ -26,11 +28,7 @@ class ImageCNN(nn.Module):
         layers: list[nn.Module] = []
         previous = in_channels + 2
         for width in channels:
-            layers += [
-                nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
+            layers += conv_block(previous, width)
             previous = width
         self.features = nn.Sequential(*layers)
         self.token_proj = nn.Linear(previous, dim)
@@ -48,3 +46,38 @@ class ImageCNN(nn.Module):
         tokens = self.token_proj(cells)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
         return Encoded(tokens, mask, pooled)
+
+
+class ImageViT(TokenTransformer):
+    """A vision transformer: non-overlapping ``patch`` x ``patch`` patches embedded by a strided
+    convolution, a class token, learned positions, pre-norm transformer layers.
+
+    Tokens are the patches ((size // patch) ** 2 of them); pooled is the class token's output.
+    Images must be ``size`` pixels square (the data's image size), which fixes the positions.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        in_channels: int = 3,
+        dim: int = 128,
+        patch: int = 8,
+        layers: int = 4,
+        heads: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        if patch > size:
+            raise ConfigError(
+                f"a vit encoder's patch ({patch} px) is larger than the {size} px images; "
+                "set a smaller patch or a larger image size in the data section"
+            )
+        super().__init__(dim, layers, heads, dropout, (size // patch) ** 2 + 1)
+        self.patches = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> Encoded:
+        patches = self.patches(x).flatten(2).transpose(1, 2)  # (B, N, dim)
+        x = torch.cat([self.cls.expand(len(patches), -1, -1), patches], dim=1)
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        tokens = self.contextualise(x, valid)
+        return Encoded(tokens[:, 1:], valid[:, 1:], tokens[:, 0])

@@ -1,4 +1,4 @@
-"""A small transformer text encoder with a padding mask."""
+"""Text encoders over token ids with a padding mask: a transformer, a GRU/LSTM, a bag."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import torch
 from torch import nn
 
 from polymodal.models.encoders.base import Encoded
+from polymodal.models.encoders.blocks import (
+    Cell,
+    PackedRNN,
+    TokenTransformer,
+    masked_mean,
+    valid_mask,
+    zero_padding,
+)
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(TokenTransformer):
     """Token + position embeddings, pre-norm transformer layers, masked-mean pooled output."""
 
     def __init__(
@@ -21,24 +29,49 @@ class TextTransformer(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
     ) -> None:
+        super().__init__(dim, layers, heads, dropout, max_length)
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> Encoded:
+        valid = valid_mask(lengths, *ids.shape, ids.device)
+        return self.encoded(self.embed(ids), valid)
+
+
+class TextRNN(PackedRNN):
+    """Token embeddings (``dim``) read by a (bidirectional) GRU or LSTM over the valid tokens;
+    each token's states projected to ``dim``; pooled is their masked mean."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        pad_id: int = 0,
+        dim: int = 64,
+        hidden: int = 64,
+        layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.1,
+        cell: Cell = "gru",
+    ) -> None:
+        super().__init__(dim, dim, hidden, layers, bidirectional, dropout, cell)
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> Encoded:
+        return super().forward(self.dropout(self.embed(ids)), lengths)
+
+
+class TextBag(nn.Module):
+    """A bag of embeddings (fastText-like): tokens are the token embeddings (with dropout),
+    pooled is their masked mean."""
+
+    def __init__(
+        self, vocab_size: int, pad_id: int = 0, dim: int = 64, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
-        self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
         self.output_dim = dim
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> Encoded:
-        steps = ids.shape[1]
-        if lengths is None:
-            lengths = torch.full((ids.shape[0],), steps, device=ids.device)
-        # An absent row has length 0; keep one position so attention has something to attend to.
-        valid = torch.arange(steps, device=ids.device)[None, :] < lengths.clamp(min=1)[:, None]
-        x = self.embed(ids) + self.position[:steps]
-        tokens = self.norm(self.encoder(x, src_key_padding_mask=~valid))
-        weights = valid.unsqueeze(-1).to(tokens.dtype)
-        pooled = (tokens * weights).sum(1) / weights.sum(1)
-        return Encoded(tokens, valid, pooled)
+        valid = valid_mask(lengths, *ids.shape, ids.device)
+        tokens = zero_padding(self.dropout(self.embed(ids)), valid)
+        return Encoded(tokens, valid, masked_mean(tokens, valid))
