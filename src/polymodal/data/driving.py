@@ -204,15 +204,10 @@ def _camera(rng: random.Random, latent: Latent, size: int) -> Image.Image:
             box(x - 0.5, y, x + 0.5, y + 4, (220, 220, 200))
 
     def vehicle(x: float, near: float, width: float, length: float, fill: tuple[int, ...]) -> None:
-        box(x - width / 2, near - length, x + width / 2, near, fill)
+        left, right, front = x - width / 2, x + width / 2, near - length
+        box(left, front, right, near, fill)
         if length > 6:  # a windscreen
-            box(
-                x - width / 2 + 1,
-                near - length + 2,
-                x + width / 2 - 1,
-                near - length + 4,
-                (40, 40, 50),
-            )
+            box(left + 1, front + 2, right - 1, front + 4, (40, 40, 50))
 
     vehicle(_lane_centre(1), 62.0, *_CAR, _EGO_COLOUR)
     near = _NEAREST - _STEP * latent.distance + rng.uniform(-1, 1)

@@ -158,11 +158,9 @@ def generate(
     _check_sizes(n, image_size)
     rng = random.Random(seed)
     names = split_names(rng, n, splits)
-    sound_rngs = (random.Random(f"{seed} shapeworld pairing"), stream(seed, "shapeworld sound"))
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    if sound:
-        (out / "sounds").mkdir(exist_ok=True)
+    track = _SoundTrack(out, seed, image_size, weights) if sound else None
     manifest = out / "manifest.jsonl"
     indices: Iterable[int] = range(n)
     if progress:
@@ -176,9 +174,8 @@ def generate(
             objects = _place_objects(rng, image_size)
             _draw(rng, objects, image_size).save(out / "images" / f"{scene_id}.png", format="PNG")
             row = _scene_row(rng, scene_id, names[i], objects, weights)
-            if sound:
-                columns = _sound_columns(sound_rngs, out, row, objects, image_size, weights)
-                row = _before_objects(row, columns)
+            if track is not None:
+                row = _before_objects(row, track.columns(row, objects))
             scenes.write(json.dumps(row) + "\n")
             for k, question in enumerate(row["questions"]):
                 scope = {
@@ -382,26 +379,26 @@ def _before_objects(row: dict[str, Any], columns: dict[str, Any]) -> dict[str, A
     return {**head, **columns, "objects": row["objects"], "questions": row["questions"]}
 
 
-def _sound_columns(
-    rngs: tuple[random.Random, np.random.Generator],
-    out: Path,
-    row: dict[str, Any],
-    objects: list[SceneObject],
-    image_size: int,
-    weights: list[float],
-) -> dict[str, str]:
-    """Write the scene's sound, and another scene's when the coin says so; their columns."""
-    pairing, noise = rngs
-    audio = f"sounds/{row['id']}.wav"
-    write_wav(out / audio, scene_sound(noise, objects), SAMPLE_RATE)
-    paired = audio
-    matched = pairing.random() < 0.5
-    if not matched:
-        paired = f"sounds/{row['id']}_other.wav"
-        other = stand_in(pairing, objects, row, image_size, weights)
-        write_wav(out / paired, scene_sound(noise, other), SAMPLE_RATE)
-    trimodal = matched and row["label"] == "true"
-    return {"audio": audio, "paired_audio": paired, "trimodal": "true" if trimodal else "false"}
+class _SoundTrack:
+    """Writes each scene's sound, and pairs the scene with it or with a stand-in's."""
+
+    def __init__(self, out: Path, seed: int, image_size: int, weights: list[float]) -> None:
+        self.out, self.image_size, self.weights = out, image_size, weights
+        self.pairing = random.Random(f"{seed} shapeworld pairing")
+        self.noise = stream(seed, "shapeworld sound")
+        (out / "sounds").mkdir(exist_ok=True)
+
+    def columns(self, row: dict[str, Any], objects: list[SceneObject]) -> dict[str, str]:
+        audio = f"sounds/{row['id']}.wav"
+        write_wav(self.out / audio, scene_sound(self.noise, objects), SAMPLE_RATE)
+        paired = audio
+        matched = self.pairing.random() < 0.5
+        if not matched:
+            paired = f"sounds/{row['id']}_other.wav"
+            other = _stand_in(self.pairing, objects, row, self.image_size, self.weights)
+            write_wav(self.out / paired, scene_sound(self.noise, other), SAMPLE_RATE)
+        trimodal = matched and row["label"] == "true"
+        return {"audio": audio, "paired_audio": paired, "trimodal": "true" if trimodal else "false"}
 
 
 def _heard(objects: list[SceneObject]) -> list[tuple[str, str, str]]:
@@ -409,7 +406,7 @@ def _heard(objects: list[SceneObject]) -> list[tuple[str, str, str]]:
     return [(obj.shape, obj.colour, obj.size) for obj in objects]
 
 
-def stand_in(
+def _stand_in(
     rng: random.Random,
     objects: list[SceneObject],
     row: dict[str, Any],

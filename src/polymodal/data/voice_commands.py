@@ -15,6 +15,7 @@ come from the seed, so the same synthesisers give the same files.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -149,7 +150,8 @@ def generate(
     clips = [_draw(rng, i, command, voices, snr_db) for i, command in enumerate(commands)]
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(workers) as pool:  # the synthesisers run as processes
+    # Threads suffice: each clip's synthesiser runs as a process of its own.
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         written: Iterable[str] = pool.map(lambda clip: _write(out, clip, seed), clips)
         if progress:
             written = progress_bar(written, "synthesising voice commands", total=n)

@@ -8,7 +8,8 @@ the train std it knows) and ``rng`` the only source of randomness. The raw value
 - text: the string; tabular: the field's ``{column: value}``;
 - audio: a ``Waveform``, the samples the audio reader decodes (mono, resampled, the evaluation
   window), so corruptions act on what the model hears;
-- sequence: the (T, C) float64 steps as the reader reads the cell (before standardisation);
+- sequence: the (T, C) float64 steps the reader keeps from the cell (free of NaN, the last
+  ``max_length``), before standardisation;
 - features: the (D,) or (T, D) float64 array as stored;
 - video: the frames as the reader samples and fits them (PIL images at the model's size:
   ImageNet-C's convention of corrupting at the input resolution).
