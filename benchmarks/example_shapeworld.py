@@ -4,7 +4,8 @@ when one goes missing.
 Generates ShapeWorld with its sound track and trains, on one split:
 
 - ``trimodal``: the packaged ``shapeworld_trimodal`` config on every subset of image,
-  statement and sound (the label needs all three; any two stay at 0.75, answering "false");
+  statement and sound (the label needs all three; any two stay at 0.75, answering "false"),
+  each run within ``--trimodal-minutes`` if given (``train.max_minutes``);
 - ``missing``: the packaged ``shapeworld_largest`` config (the largest shape, carried by each
   modality alone) with ``train.modality_dropout`` as packaged and without it, each scored
   with all inputs and with one modality absent from every test row;
@@ -33,15 +34,16 @@ from polymodal.data.shapeworld import generate
 PARTS = ("trimodal", "missing", "retrieval", "lit")
 
 
-def trimodal(manifest: Path, work: Path, seed: int) -> str:
+def trimodal(manifest: Path, work: Path, seed: int, minutes: float | None) -> str:
     study = Study("shapeworld_trimodal", manifest, work / "trimodal", seed=seed)
     rows = []
     for inputs in subsets(["image", "statement", "paired_audio"]):
-        run = study.train(study.config("_".join(inputs), inputs=inputs))
+        run = study.train(study.config("_".join(inputs), inputs=inputs, max_minutes=minutes))
         result = study.results[run.run_dir.name]
         test = result["test"]["classify_trimodal"]
         rows.append([" + ".join(inputs), test["accuracy"], test["f1_macro"]])
-    study.write("shapeworld_trimodal", markdown(["inputs", "accuracy", "f1_macro"], rows))
+    table = markdown(["inputs", "accuracy", "f1_macro"], rows)
+    study.write("shapeworld_trimodal", table, {"max_minutes": minutes})
     return "trimodal"
 
 
@@ -122,6 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--lit-rows", type=int, default=2000)
+    parser.add_argument(
+        "--trimodal-minutes", type=float, default=None, help="time budget of each trimodal run"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--work", type=Path, default=None)
@@ -133,7 +138,7 @@ def main() -> None:
             manifest = generate(work / "shapeworld", n=args.rows, seed=args.seed, sound=True)
         for part in args.parts.split(","):
             if part == "trimodal":
-                trimodal(manifest, work, args.seed)
+                trimodal(manifest, work, args.seed, args.trimodal_minutes)
             elif part == "missing":
                 missing(manifest, work, args.seed)
             elif part == "retrieval":

@@ -83,7 +83,6 @@ def main() -> None:
         retrieval.model.inputs = ["audio", "transcript"]
         retrieval.model.encoders["transcript"] = TransformerEncoderConfig()
         retrieval.model.tasks = [RetrieveConfig(query="audio", gallery="transcript")]
-        study.data = None  # another schema: read again
         retrieval_run = study.train(retrieval)
         recall = retrieval_accuracy(retrieval_run.model_dir, test, manifest.parent)
 

@@ -36,7 +36,7 @@ TABLE = Path("docs/fusion_table.md")
 
 def manifests(work: Path, rows: int, seed: int) -> dict[str, Path]:
     """The data each task trains on, generated once into ``work``."""
-    shapeworld = generate_shapeworld(work / "shapeworld", n=rows, seed=seed)
+    shapeworld = generate_shapeworld(work / "shapeworld", n=rows, seed=seed, sound=True)
     driving = generate_driving(work / "driving", n=rows, seed=seed)
     return {"statement": shapeworld, "trimodal": shapeworld, "driving": driving}
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from polymodal.config import RunConfig
+from polymodal.config import RunConfig, task_targets
 from polymodal.data.dataset import read_all
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.demo import packaged_config
 from polymodal.inference import evaluate_model
+from polymodal.models.encoders.pretrained import field_options
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import set_quiet
 from polymodal.train.run import RunResult, run_training
@@ -47,7 +48,8 @@ class Study:
     def __init__(self, config: str, manifest: Path, work: Path, seed: int = 0) -> None:
         set_quiet(True)
         self.base = packaged_config(config, manifest, work / "runs", seed=seed)
-        self.data: PreparedData | None = None
+        self.prepared: dict[str, PreparedData] = {}
+        self.data: PreparedData | None = None  # what the last run read
         self.results: dict[str, Any] = {}
         self.started = time.perf_counter()
 
@@ -70,11 +72,33 @@ class Study:
             setattr(config.train, key, value)
         return config
 
+    def prepare(self, config: RunConfig) -> PreparedData:
+        """The data ``config`` reads, prepared once for every config that reads it alike (the
+        same data section, and the same preprocessing asked for by pretrained encoders)."""
+        backbones = {
+            name: encoder.model_dump(mode="json")
+            for name, encoder in config.model.encoders.items()
+            if encoder.type == "pretrained"
+        }
+        key = json.dumps(
+            [config.data.model_dump(mode="json"), backbones, config.model.architecture],
+            sort_keys=True,
+        )
+        if key not in self.prepared:
+            self.prepared[key] = prepare_data(
+                config.data,
+                config.seed,
+                targets=task_targets(config.model),
+                field_options=field_options(config.model),
+            )
+        self.data = self.prepared[key]
+        return self.data
+
     def train(self, config: RunConfig) -> RunResult:
         """Train ``config`` on the shared data; report its test scores, time and size."""
-        self.data = self.data or prepare_data(config.data, config.seed)
+        data = self.prepare(config)
         start = time.perf_counter()
-        run = run_training(config, lambda message: None, data=self.data, overwrite=True)
+        run = run_training(config, lambda message: None, data=data, overwrite=True)
         model = MultimodalModel.from_pretrained(run.model_dir)
         self.results[config.name] = {
             "inputs": model.inputs,

@@ -111,11 +111,11 @@ class HFTokenizer:
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
         """Token ids with the model's special tokens; cut to ``max_length`` by the tokenizer's
         own truncation, which keeps the closing special token ([SEP], </s>) a cut would drop."""
-        if max_length is None:
-            self.tokenizer.no_truncation()
-        else:
-            self.tokenizer.enable_truncation(max_length)
-        return self.tokenizer.encode(text, add_special_tokens=True).ids
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        if max_length is not None:  # room for the special tokens, as enable_truncation leaves
+            room = max_length - self.tokenizer.num_special_tokens_to_add(is_pair=False)
+            encoding.truncate(max(0, room))
+        return self.tokenizer.post_process(encoding).ids
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
