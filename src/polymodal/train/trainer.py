@@ -194,9 +194,7 @@ class Trainer:
         wrapped: torch.nn.Module = model
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
-            # A fusion may read only pooled vectors, leaving an encoder's token projection, or a
-            # modality dropped from every row of a batch, without a gradient in some steps.
-            wrapped = DistributedDataParallel(model, device_ids=ids, static_graph=True)
+            wrapped = DistributedDataParallel(model, device_ids=ids)
         sampler = ResumableSampler(
             len(self.train_data),
             shuffle=True,
