@@ -123,7 +123,7 @@ def lit(manifest: Path, work: Path, seed: int, rows: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=8000)
-    parser.add_argument("--lit-rows", type=int, default=2000)
+    parser.add_argument("--lit-rows", type=int, default=1500)
     parser.add_argument(
         "--trimodal-minutes", type=float, default=None, help="time budget of each trimodal run"
     )

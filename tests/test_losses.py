@@ -216,4 +216,3 @@ def test_retrieval_loss_names():
     hardest = retrieval_loss("hinge_hardest", margin=0.3)
     assert isinstance(hardest, HingeTripletLoss) and hardest.hardest and hardest.margin == 0.3
     assert not retrieval_loss("hinge_sum").hardest
-
