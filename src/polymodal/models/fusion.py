@@ -117,7 +117,8 @@ class _CrossBlock(nn.Module):
 
 
 class _Projection(nn.ModuleDict):
-    """One linear map per field; calling it stacks the projected pooled vectors (B, M, width)."""
+    """One linear map per field (``self[field]`` projects that field's tokens); calling it
+    stacks the projected pooled vectors (B, M, width)."""
 
     def __init__(self, input_dims: dict[str, int], width: int) -> None:
         super().__init__({f: nn.Linear(input_dims[f], width) for f in sorted(input_dims)})
@@ -230,7 +231,7 @@ class CrossAttention(_CrossBlock):
     ) -> None:
         super().__init__(dim, heads, dropout)
         self.fields = sorted(input_dims)
-        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.project = _Projection(input_dims, dim)
         self.modality = nn.ParameterDict(
             {f: nn.Parameter(torch.randn(dim) * 0.02) for f in self.fields}
         )
@@ -277,7 +278,7 @@ class EarlyTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.fields = sorted(input_dims)
-        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], dim) for f in self.fields})
+        self.project = _Projection(input_dims, dim)
         self.modality = nn.ParameterDict(
             {f: nn.Parameter(torch.randn(dim) * 0.02) for f in self.fields}
         )
@@ -325,7 +326,7 @@ class MulT(nn.Module):
         self.fields = sorted(input_dims)
         width = heads * max(1, min(dim, 64) // heads) if width is None else width
         streams = max(1, len(self.fields) - 1)
-        self.project = nn.ModuleDict({f: nn.Linear(input_dims[f], width) for f in self.fields})
+        self.project = _Projection(input_dims, width)
         self.null = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.cross = nn.ModuleDict(
             {

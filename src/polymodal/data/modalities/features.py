@@ -7,18 +7,17 @@ one tensor. The first train row that reads fixes D and whether rows are one vect
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from polymodal.data.modalities.base import FieldBase, json_list, pad_batch, resolve_path
-from polymodal.data.modalities.sequence import list_numbers, read_npy
+from polymodal.data.modalities.base import FieldBase, pad_batch
+from polymodal.data.modalities.sequence import read_npy, read_numbers
 from polymodal.data.schema import is_absent
 from polymodal.errors import DataError, RowError
-
-FEATURE_SUFFIXES = (".npy", ".safetensors")
 
 
 def read_safetensors(path: Path) -> np.ndarray:
@@ -40,6 +39,12 @@ def read_safetensors(path: Path) -> np.ndarray:
     return tensor.double().numpy()
 
 
+FEATURE_READERS: dict[str, Callable[[Path], np.ndarray]] = {
+    ".npy": lambda path: read_npy(path, "features"),
+    ".safetensors": read_safetensors,
+}
+
+
 class FeaturesPreprocessor(FieldBase):
     """Reads a (D,) or (T, D) float tensor as stored; collates to (B, D), or to (B, T, D) with
     lengths. NaN or infinite values, or another shape than the train rows', are row errors.
@@ -54,18 +59,7 @@ class FeaturesPreprocessor(FieldBase):
         self.sequence = False  # rows are (T, D), not (D,)
 
     def array(self, value: Any, base_dir: Path) -> np.ndarray:
-        listed = json_list(value)
-        if listed is not None:
-            array = list_numbers(listed, "features")
-        else:
-            path = resolve_path(value, base_dir, "features")
-            suffix = path.suffix.lower()
-            if suffix not in FEATURE_SUFFIXES:
-                raise RowError(
-                    "unknown features file",
-                    f"{path}: use a {' or '.join(FEATURE_SUFFIXES)} file, or a JSON list",
-                )
-            array = read_npy(path, "features") if suffix == ".npy" else read_safetensors(path)
+        array = read_numbers(value, base_dir, "features", FEATURE_READERS)
         if array.ndim not in (1, 2) or not array.size:
             raise RowError("bad features shape", f"shape {array.shape}; expected (D,) or (T, D)")
         if not np.isfinite(array).all():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ def read_npy(path: Path, what: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
+def read_numbers(
+    value: Any, base_dir: Path, what: str, readers: dict[str, Callable[[Path], np.ndarray]]
+) -> np.ndarray:
+    """The numbers a cell holds: a JSON list, or a file (relative to ``base_dir``) whose suffix
+    picks its reader in ``readers``; another suffix is a row error."""
+    listed = json_list(value)
+    if listed is not None:
+        return list_numbers(listed, what)
+    path = resolve_path(value, base_dir, what)
+    read = readers.get(path.suffix.lower())
+    if read is None:
+        raise RowError(
+            f"unknown {what} file", f"{path}: use a {' or '.join(readers)} file, or a JSON list"
+        )
+    return read(path)
+
+
 def read_csv(path: Path, what: str) -> np.ndarray:
     """A CSV file of numbers, a row per step (2-D); the first row may be a header. An empty
     cell is NaN."""
@@ -76,6 +94,12 @@ def read_csv(path: Path, what: str) -> np.ndarray:
     return np.array(steps, dtype=np.float64).reshape(len(steps), -1 if steps else 0)
 
 
+SEQUENCE_READERS: dict[str, Callable[[Path], np.ndarray]] = {
+    ".npy": lambda path: read_npy(path, "sequence"),
+    ".csv": lambda path: read_csv(path, "sequence"),
+}
+
+
 class SequencePreprocessor(FieldBase):
     """Reads a series into a standardised float (T, C) tensor; collates to (B, T, C) + lengths.
 
@@ -99,17 +123,7 @@ class SequencePreprocessor(FieldBase):
 
     def series(self, value: Any, base_dir: Path) -> np.ndarray:
         """The (T, C) float64 steps free of NaN, the last ``max_length`` of them."""
-        listed = json_list(value)
-        if listed is not None:
-            raw = list_numbers(listed, "sequence")
-        else:
-            path = resolve_path(value, base_dir, "sequence")
-            suffix = path.suffix.lower()
-            if suffix not in (".npy", ".csv"):
-                raise RowError(
-                    "unknown sequence file", f"{path}: use a .npy or .csv file, or a JSON list"
-                )
-            raw = read_npy(path, "sequence") if suffix == ".npy" else read_csv(path, "sequence")
+        raw = read_numbers(value, base_dir, "sequence", SEQUENCE_READERS)
         if raw.ndim == 1:
             raw = raw[:, None]
         if raw.ndim != 2:
