@@ -24,26 +24,71 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from study import Study, markdown, subsets
 
-from polymodal.config import PretrainedEncoderConfig, RetrieveConfig
+from polymodal.config import PretrainedEncoderConfig, RetrieveConfig, RunConfig
 from polymodal.data.shapeworld import generate
 
 PARTS = ("trimodal", "missing", "retrieval", "lit")
 
 
+class RetrievalEncoders(NamedTuple):
+    """Saved retrieval models whose encoders the ShapeWorld classifiers start from."""
+
+    caption: Path  # image <-> caption
+    sound: Path  # sound <-> image, its image encoder the caption model's, frozen
+    results: dict[str, Any]  # their test scores, times and sizes
+
+
+def retrieval_encoders(manifest: Path, work: Path, seed: int) -> RetrievalEncoders:
+    """Train image <-> caption retrieval (the packaged config), then sound <-> image retrieval
+    with that image encoder frozen."""
+    captions = Study("shapeworld_retrieval", manifest, work, seed=seed)
+    caption = captions.train(captions.config("image_caption")).model_dir
+    sounds = Study("shapeworld_largest", manifest, work, seed=seed)
+    config = sounds.config("audio_image", inputs=["audio", "image"], modality_dropout=0.0)
+    freeze(config, "image", caption)
+    config.model.tasks = [RetrieveConfig(query="audio", gallery="image", dim=128)]
+    sound = sounds.train(config).model_dir
+    return RetrievalEncoders(caption, sound, {**captions.results, **sounds.results})
+
+
+def freeze(config: RunConfig, field: str, model_dir: Path, source: str | None = None) -> None:
+    """``field``'s encoder starts from ``source``'s (default: its own) in ``model_dir``, frozen
+    and computed once per row (``precompute``)."""
+    encoder = config.model.encoders[field]
+    encoder.init_from, encoder.init_field = model_dir, source
+    encoder.freeze = encoder.precompute = True
+
+
+def start_from_retrieval(config: RunConfig, encoders: RetrievalEncoders) -> RunConfig:
+    """The image encoder from the caption model and a sound encoder from the sound model,
+    frozen, for whichever of them ``config`` reads."""
+    for field, spec in config.data.fields.items():
+        if field not in config.model.encoders:
+            continue
+        if spec.kind == "image":
+            freeze(config, field, encoders.caption)
+        elif spec.kind == "audio":
+            freeze(config, field, encoders.sound, "audio")
+    return config
+
+
 def trimodal(manifest: Path, work: Path, seed: int, minutes: float | None) -> str:
+    encoders = retrieval_encoders(manifest, work / "trimodal", seed)
     study = Study("shapeworld_trimodal", manifest, work / "trimodal", seed=seed)
     rows = []
     for inputs in subsets(["image", "statement", "paired_audio"]):
-        run = study.train(study.config("_".join(inputs), inputs=inputs, max_minutes=minutes))
-        result = study.results[run.run_dir.name]
-        test = result["test"]["classify_trimodal"]
+        config = study.config("_".join(inputs), inputs=inputs, max_minutes=minutes)
+        run = study.train(start_from_retrieval(config, encoders))
+        test = study.results[run.run_dir.name]["test"]["classify_trimodal"]
         rows.append([" + ".join(inputs), test["accuracy"], test["f1_macro"]])
     table = markdown(["inputs", "accuracy", "f1_macro"], rows)
-    study.write("shapeworld_trimodal", table, {"max_minutes": minutes})
+    study.write(
+        "shapeworld_trimodal", table, {"max_minutes": minutes, "encoders_from": encoders.results}
+    )
     return "trimodal"
 
 

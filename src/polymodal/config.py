@@ -188,6 +188,11 @@ class EncoderTransfer(Strict):
     init_from: Path | None = Field(
         None, description="a saved model dir whose encoder for the same field is copied"
     )
+    init_field: str | None = Field(
+        None,
+        description="the field of the init_from model whose encoder is copied (say, an"
+        " 'audio' encoder into a 'paired_audio' field); null: this field's name",
+    )
     freeze: bool = Field(
         False, description="no gradient updates; normalisation statistics stay fixed"
     )
@@ -202,6 +207,29 @@ class EncoderTransfer(Strict):
         description="activation checkpointing: recompute activations in the backward"
         " pass, saving memory for time",
     )
+
+    precompute: bool = Field(
+        False,
+        description="a frozen encoder's output (a pretrained one's backbone features) is"
+        " computed once per row and kept in the data cache; training then reads rows as"
+        " evaluation does (no random crops)",
+    )
+
+    @property
+    def frozen(self) -> bool:
+        """No weight of the encoder (a pretrained one: of its backbone) is trained."""
+        return self.freeze
+
+    @model_validator(mode="after")
+    def _check_transfer(self) -> EncoderTransfer:
+        if self.init_field is not None and self.init_from is None:
+            raise ValueError("'init_field' names a field of the 'init_from' model; give init_from")
+        if self.precompute and not self.frozen:
+            raise ValueError(
+                "precompute needs a frozen encoder: set freeze: true (a pretrained one may"
+                " instead set unfreeze_last: 0)"
+            )
+        return self
 
 
 TRANSFER_OPTIONS = frozenset(EncoderTransfer.model_fields)
@@ -294,18 +322,11 @@ class PretrainedEncoderConfig(EncoderTransfer):
     dim: int | None = Field(
         None, ge=1, description="project the backbone's output to this size; null: as is"
     )
-    precompute: bool = Field(
-        False,
-        description="a frozen backbone's features are computed once and kept in the data cache",
-    )
 
-    @model_validator(mode="after")
-    def _check(self) -> PretrainedEncoderConfig:
-        if self.precompute and not (self.freeze or self.unfreeze_last == 0):
-            raise ValueError(
-                "precompute needs a frozen backbone: set freeze: true or unfreeze_last: 0"
-            )
-        return self
+    @property
+    def frozen(self) -> bool:
+        """``freeze``, or no block unfrozen."""
+        return self.freeze or self.unfreeze_last == 0
 
 
 EncoderConfig = Annotated[

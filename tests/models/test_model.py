@@ -10,6 +10,7 @@ import torch
 from polymodal.config import validate
 from polymodal.data.pipeline import prepare_data
 from polymodal.errors import ConfigError, ModelError
+from polymodal.models.fusion import FUSIONS
 from polymodal.models.model import MultimodalModel, build_model
 from polymodal.train.run import run_training
 
@@ -71,6 +72,42 @@ def test_loss_is_weighted_sum_and_backpropagates(tiny_manifest):
     )
     total.backward()
     assert model.encoders["image"].features[0].weight.grad is not None
+
+
+CLASSIFY = {"type": "classify", "target": "label", "hidden": 8}
+RETRIEVE = {"type": "retrieve", "query": "image", "gallery": "text", "dim": 8}
+READ_TOKENS = {"cross_attention", "early_transformer", "mult"}  # the others: pooled vectors
+
+
+@pytest.mark.parametrize(
+    ("fusion", "tasks", "unread"),
+    [
+        (name, [CLASSIFY], "pool_proj.1" if name in READ_TOKENS else "token_proj")
+        for name in sorted(FUSIONS)
+    ]
+    + [("concat", [RETRIEVE], "token_proj"), ("cross_attention", [CLASSIFY, RETRIEVE], None)],
+)
+def test_the_loss_reaches_exactly_the_trained_parameters(tiny_manifest, fusion, tasks, unread):
+    """DistributedDataParallel needs a gradient for every trained parameter: the image CNN's
+    head whose output nothing reads (token or pooled projection) is frozen, and no other."""
+    encoders = {name: ENCODERS[name] for name in ("image", "text")}
+    cfg = config(
+        tiny_manifest,
+        tasks,
+        inputs=list(encoders),
+        encoders=encoders,
+        fusion={"type": fusion, "dim": 16, "heads": 2},
+    )
+    data = prepare_data(cfg.data)
+    model = build_model(cfg.model, data.preprocessor).train()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == (
+        {f"encoders.image.{unread}.{p}" for p in ("weight", "bias")} if unread else set()
+    )
+    model.requires_grad_(True)
+    loss, _ = model.loss(data.preprocessor.collate(data.splits["train"][:8]))
+    loss.backward()
+    assert frozen == {name for name, p in model.named_parameters() if p.grad is None}
 
 
 def test_vit_and_rnn_encoders_read_the_prepared_fields(tiny_manifest):

@@ -11,7 +11,7 @@ import torch
 
 from polymodal.config import validate
 from polymodal.data.pipeline import prepare_data
-from polymodal.errors import ModelError
+from polymodal.errors import ConfigError, ModelError
 from polymodal.inference import eval_mode
 from polymodal.models import precompute
 from polymodal.models.encoders.pretrained import field_options
@@ -149,3 +149,55 @@ def test_only_encoders_that_ask_are_precomputed(tiny_models, tmp_path):
     config, data, model = _prepared(tmp_path, tiny_models["bert"], precompute=False)
     assert precompute_features(model, data.splits, config.data, None, batch_size=8) == []
     assert model.precomputed == {}
+
+
+def test_any_frozen_encoder_is_precomputed(tiny_manifest, tmp_path):
+    """A frozen CNN's output computed once trains what running the CNN each step trains."""
+    runs = {}
+    for flag in (False, True):
+        config = validate(
+            {
+                "name": f"cnn-{flag}",
+                "seed": 2,
+                "data": {"manifest": str(tiny_manifest), "image": {"size": 16}, "workers": 0},
+                "model": {
+                    "inputs": ["image", "text"],
+                    "encoders": {
+                        "image": {
+                            "type": "cnn",
+                            "dim": 8,
+                            "channels": [4, 8],
+                            "freeze": True,
+                            "precompute": flag,
+                        },
+                        "text": {"type": "bag", "dim": 8},
+                    },
+                    "fusion": {"dim": 8},
+                    "tasks": [{"type": "classify", "target": "label", "hidden": 8}],
+                },
+                "train": {"epochs": 3, "batch_size": 4, "out_dir": str(tmp_path), "threads": 1},
+            }
+        )
+        logged: list[str] = []
+        runs[flag] = run_training(config, log=logged.append)
+        assert (
+            any("'image': the frozen encoder's features are computed" in x for x in logged) == flag
+        )
+    plain, fast = runs[False], runs[True]
+    losses = [[e["train_loss"] for e in r.train.history] for r in (plain, fast)]
+    assert losses[0][0] != losses[0][-1]  # the run trained
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)
+    for key in ("ece_15", "accuracy"):
+        assert fast.test["classify_label"][key] == pytest.approx(
+            plain.test["classify_label"][key], abs=1e-5
+        )
+    with pytest.raises(ConfigError, match="precompute needs a frozen encoder: set freeze: true"):
+        validate(
+            {
+                **config.model_dump(mode="json"),
+                "model": {
+                    "encoders": {"image": {"type": "cnn", "precompute": True}},
+                    "tasks": [{"type": "classify", "target": "label"}],
+                },
+            }
+        )

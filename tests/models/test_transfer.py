@@ -223,6 +223,42 @@ def test_transferred_text_field_keeps_the_source_vocabulary(tiny_manifest, tmp_p
     )
 
 
+def test_init_field_copies_the_encoder_of_another_field(tiny_manifest, tmp_path, after_load):
+    source = train_source(tiny_manifest, tmp_path / "runs")
+    rows = [json.loads(line) for line in tiny_manifest.read_text().splitlines()]
+    renamed = tiny_manifest.parent / "renamed.jsonl"
+    renamed.write_text(
+        "".join(json.dumps({**r, "photo": r.pop("image")}) + "\n" for r in rows), encoding="utf-8"
+    )
+    fields = {"photo": {"kind": "image"}, "label": {"kind": "label", "role": "target"}}
+    base = {**TINY["image"], "init_from": str(source)}
+    config = validate(
+        {
+            "name": "target",
+            "data": {"manifest": str(renamed), "fields": fields, "image": {"size": 16}},
+            "model": {"encoders": {"photo": {**base, "init_field": "image"}}, "tasks": CLASSIFY},
+            "train": {"epochs": 1, "batch_size": 4, "out_dir": str(tmp_path / "runs")},
+        }
+    )
+    run_training(config, log=quiet)
+    assert after_load["loaded"] == ["photo"]
+    assert same(part(after_load["state"], "encoders.photo."), source_weights(source, "image"))
+
+    config.model.encoders["photo"].init_field = None  # the source has no 'photo' field
+    with pytest.raises(ConfigError, match=r"has no field 'photo' .*init_field picks one"):
+        run_training(config, log=quiet, overwrite=True)
+    with pytest.raises(ConfigError, match="'init_field' names a field of the 'init_from' model"):
+        validate(
+            {
+                **config.model_dump(mode="json"),
+                "model": {
+                    "encoders": {"photo": {"type": "cnn", "init_field": "image"}},
+                    "tasks": CLASSIFY,
+                },
+            }
+        )
+
+
 def test_transferred_preprocessing_wins_over_the_data_options(tiny_manifest, tmp_path):
     source = train_source(tiny_manifest, tmp_path / "runs")
     config = run_config(
@@ -245,8 +281,8 @@ IMAGE_AND_LABEL = {"image": {"kind": "image"}, "label": {"kind": "label", "role"
     "case,field,message",
     [
         ("no weights", "image", r"holds no model\.safetensors; give a saved model directory"),
-        ("no such field", "text", r"the model in .* has no field 'text' \(it has image, label\)"),
-        ("other shape", "image", r"the encoder in .* has another shape; give model\.encoders"),
+        ("no such field", "text", r"the model in .* has no field 'text' \(it has image, label;"),
+        ("other shape", "image", r"the encoder of 'image' in .* has another shape; give"),
         ("other image size", "image", r"field 'image' is preprocessed differently here than"),
     ],
 )

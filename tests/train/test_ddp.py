@@ -11,6 +11,7 @@ rate each; it is held to learning rate x steps (and the outputs show it does not
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from polymodal.models.model import MultimodalModel
+from polymodal.models.model import MultimodalModel, build_model
+from polymodal.train.trainer import seed_everything
 
 CONFIG = """\
 name: {name}
@@ -45,13 +47,51 @@ TASKS = {
     "classifier": "{type: classify, target: label, hidden: 16, dropout: 0.0}",
     "retrieval": "{type: retrieve, query: text, gallery: price, dim: 16}",
 }
+# An image CNN read only through its pooled vector (concat, retrieval): its token projection
+# gets no gradient. Its batch norm normalises each rank's rows apart, so these runs are not
+# compared with one process.
+IMAGE_CONFIG = """\
+name: {name}
+seed: 3
+data:
+  manifest: {manifest}
+  workers: 0
+  image: {{size: 16}}
+model:
+  inputs: [image, text]
+  encoders:
+    image: {{type: cnn, dim: 16, channels: [8, 8]}}
+    text: {{type: transformer, dim: 16, layers: 1, heads: 2, dropout: 0.0}}
+  fusion: {{type: concat, dim: 16, dropout: 0.0}}
+  tasks: [{task}]
+train:
+  epochs: 2
+  batch_size: 8
+  out_dir: {out}
+"""
+IMAGE_TASKS = {
+    "classifier": TASKS["classifier"],
+    "retrieval": "{type: retrieve, query: image, gallery: text, dim: 16}",
+}
+# polymodal's command line with rank 1 slow to check the run directory, as under CPU load
+LATE_RANK_1 = """\
+import os, runpy, sys, time
+
+import polymodal.train.run as run
+
+if os.environ["RANK"] == "1":
+    check = run.refuse_existing
+    run.refuse_existing = lambda *args: (time.sleep(5), check(*args))[1]
+sys.argv[0] = "polymodal"
+runpy.run_module("polymodal", run_name="__main__")
+"""
 TOLERANCE = 1e-5
 LR, STEPS = 0.01, 4  # 2 epochs of 16 train rows in global batches of 8
 
 
-def train(config: Path, processes: int) -> None:
+def train(config: Path, processes: int, program: tuple[str, ...] = ("-m", "polymodal")) -> None:
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "polymodal"]
+    launch = [sys.executable, *program]
     if processes > 1:
         launch = [
             sys.executable,
@@ -59,8 +99,7 @@ def train(config: Path, processes: int) -> None:
             "torch.distributed.run",
             "--standalone",
             f"--nproc_per_node={processes}",
-            "-m",
-            "polymodal",
+            *program,
         ]
     done = subprocess.run(
         [*launch, "train", str(config), "--device", "cpu"],
@@ -119,3 +158,40 @@ def test_two_processes_train_what_one_does(tmp_path, tiny_manifest, task):
         assert b["val_score"] == pytest.approx(a["val_score"], abs=score_tolerance)
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
     assert len(list((runs[2] / "tensorboard").glob("events.*"))) == 1  # the main process only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(IMAGE_TASKS))
+def test_two_processes_train_an_image_cnn_read_through_its_pooled_vector(
+    tmp_path, tiny_manifest, task
+):
+    config = tmp_path / "run.yaml"
+    text = IMAGE_CONFIG.format(
+        name=task, manifest=tiny_manifest, task=IMAGE_TASKS[task], out=tmp_path
+    )
+    config.write_text(text, encoding="utf-8")
+    train(config, processes=2)
+    run = tmp_path / task
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in history] == [1, 2]
+    assert all(math.isfinite(record["train_loss"]) for record in history)
+    best = MultimodalModel.from_pretrained(run / "best")
+    seed_everything(3)  # as the run did before building its model
+    initial, trained = build_model(best.config, best.preprocessor).state_dict(), best.state_dict()
+    # The unread head is saved under its name, as initialised; the read one learned.
+    unread, read = "encoders.image.token_proj.weight", "encoders.image.pool_proj.1.weight"
+    assert torch.equal(trained[unread], initial[unread])
+    assert not torch.equal(trained[read], initial[read])
+
+
+@pytest.mark.slow
+def test_the_run_directory_is_made_once_every_process_has_checked_it(tmp_path, tiny_manifest):
+    script = tmp_path / "late_rank_1.py"
+    script.write_text(LATE_RANK_1, encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    text = CONFIG.format(
+        name="late", manifest=tiny_manifest, task=TASKS["classifier"], out=tmp_path, lr=LR
+    )
+    config.write_text(text, encoding="utf-8")
+    train(config, processes=2, program=(str(script),))  # rank 1 must not find it made
+    assert (tmp_path / "late" / "best" / "model.safetensors").is_file()

@@ -562,6 +562,8 @@ FUSIONS: dict[str, Callable[..., nn.Module]] = {
     "mult": MulT,
     "graph": GraphFusion,
 }
+# The fusions that read each field's tokens; every other one reads only the pooled vectors.
+TOKEN_FUSIONS = frozenset({"cross_attention", "early_transformer", "mult"})
 
 
 def make_fusion(config: FusionConfig, input_dims: dict[str, int]) -> nn.Module:

@@ -28,7 +28,8 @@ from polymodal.errors import ConfigError, ModelError, did_you_mean
 from polymodal.io import atomic_write, atomic_write_text, remove_stale_temp_files
 from polymodal.models.architectures import with_architecture_encoders
 from polymodal.models.encoders import ENCODERS, Encoded, PretrainedEncoder
-from polymodal.models.fusion import make_fusion
+from polymodal.models.fusion import TOKEN_FUSIONS, make_fusion
+from polymodal.models.precompute import after_features
 from polymodal.tasks import Classify, Retrieve, Task
 
 if TYPE_CHECKING:
@@ -56,10 +57,11 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
         self.fusion = fusion
         self.tasks = nn.ModuleDict(tasks)
-        # field -> features of its frozen backbone, computed once (polymodal.models.precompute)
+        # field -> its frozen encoder's features, computed once (polymodal.models.precompute)
         self.precomputed: dict[str, FeatureStore] = {}
         for name in self.frozen:
             self.encoders[name].requires_grad_(False)
+        self._freeze_unread_heads()
 
     @property
     def frozen(self) -> list[str]:
@@ -73,6 +75,27 @@ class MultimodalModel(nn.Module):
             self.encoders[name].eval()
         return self
 
+    def _freeze_unread_heads(self) -> None:
+        """Freeze each encoder's ``output_heads`` whose output neither the fusion nor a task
+        reads (a CNN's token projection under ``concat``, its pooled one under a token fusion).
+
+        They would get no gradient, which DistributedDataParallel refuses. Frozen rather than
+        left out, they keep the weights' names and initialisation: saved models still load and
+        an encoder still transfers (``init_from``) between models that read other outputs.
+        """
+        reads: dict[str, set[str]] = {name: set() for name in self.encoders}
+        if self.fusion is not None:
+            fused = "tokens" if self.config.fusion.type in TOKEN_FUSIONS else "pooled"
+            for outputs in reads.values():
+                outputs.add(fused)
+        for task in self.tasks.values():
+            for name, outputs in task.encoder_outputs().items():
+                reads[name] |= outputs
+        for name, encoder in self.encoders.items():
+            for head, output in getattr(encoder, "output_heads", {}).items():
+                if output not in reads[name]:
+                    encoder.get_submodule(head).requires_grad_(False)
+
     @property
     def inputs(self) -> list[str]:
         return list(self.encoders)
@@ -82,9 +105,9 @@ class MultimodalModel(nn.Module):
         activations in the backward pass instead of keeping them."""
         encoded = {}
         for name, encoder in self.encoders.items():
-            if name in self.precomputed:  # the backbone's output, looked up by manifest line
+            if name in self.precomputed:  # the frozen part's output, looked up by manifest line
                 features = self.precomputed[name].lookup(batch.rows, batch.values[name].device)
-                encoded[name] = encoder.project_features(features)
+                encoded[name] = after_features(encoder, features)
                 continue
             field = self.preprocessor.fields[name]
             values = field.model_input(batch.values[name], batch.present[name])

@@ -1,17 +1,18 @@
-"""Precomputed backbone features (``precompute: true``): a frozen pretrained backbone's output
-for every row of a run's splits, computed once before training, so that each epoch runs only
-what follows the backbone (its projection, the fusion, the heads).
+"""Precomputed features (``precompute: true``): a frozen encoder's output (a pretrained
+encoder's: its backbone's) for every row of a run's splits, computed once before training, so
+that each epoch runs only what follows (a pretrained encoder's projection, the fusion, the
+heads).
 
 ``MultimodalModel.precomputed`` maps a field to its ``FeatureStore``; ``encode`` then looks the
 batch's rows up (by manifest line) instead of running the backbone. A store holds each row's
-valid tokens and its pooled vector: exactly what the backbone gives (padding zeroed), so the
-outputs are those of the backbone run on the batch, up to float rounding. A saved model holds no
-store: evaluation and prediction from it run the backbone.
+valid tokens and its pooled vector: exactly what the encoder gives (padding zeroed), so the
+outputs are those of the encoder run on the batch, up to float rounding. A saved model holds no
+store: evaluation and prediction from it run the encoder.
 
 Stores live in memory, or with ``data.cache: disk`` as ``.npy`` files under
 ``CACHE_DIR/features/KEY``, where KEY covers each split's data fingerprint (the fitted
-preprocessing, the manifest's bytes, the split's rows) and the backbone's weights: a later run
-on the same data with the same backbone reads them back. Rows are read as evaluation reads: a
+preprocessing, the manifest's bytes, the split's rows) and the frozen weights: a later run
+on the same data with the same encoder reads them back. Rows are read as evaluation reads: a
 precomputed audio field trains without random crops.
 """
 
@@ -22,12 +23,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from polymodal.config import DataConfig
 from polymodal.data.cache import cache_root, fingerprint
@@ -84,12 +86,29 @@ class FeatureStore:
         }
 
 
-def backbone_digest(encoder: PretrainedEncoder) -> str:
-    """SHA-256 of the backbone: its adapter, options and every weight and buffer."""
-    backbone = encoder.backbone
-    digest = hashlib.sha256(type(backbone).__name__.encode())
-    digest.update(json.dumps(getattr(backbone, "options", {}), sort_keys=True).encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
+def frozen_part(encoder: nn.Module) -> nn.Module:
+    """What is computed once: a pretrained encoder's backbone, else the whole encoder."""
+    return encoder.backbone if isinstance(encoder, PretrainedEncoder) else encoder
+
+
+def _features(encoder: nn.Module) -> Callable[..., Encoded]:
+    return encoder.features if isinstance(encoder, PretrainedEncoder) else encoder
+
+
+def after_features(encoder: nn.Module, features: Encoded) -> Encoded:
+    """The encoder's output from its precomputed ``features``: a pretrained encoder's
+    projection of them; the features themselves for any other encoder."""
+    if isinstance(encoder, PretrainedEncoder):
+        return encoder.project_features(features)
+    return features
+
+
+def backbone_digest(encoder: nn.Module) -> str:
+    """SHA-256 of the frozen part: its type, options and every weight and buffer."""
+    frozen = frozen_part(encoder)
+    digest = hashlib.sha256(type(frozen).__name__.encode())
+    digest.update(json.dumps(getattr(frozen, "options", {}), sort_keys=True).encode())
+    for name, tensor in sorted(frozen.state_dict().items()):
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -103,10 +122,10 @@ def compute_features(
     device: torch.device | str = "cpu",
     workers: int = 0,
 ) -> FeatureStore:
-    """Field ``name``'s backbone features for every row of ``datasets`` (rows found bad are
-    left out, as training leaves them out)."""
+    """Field ``name``'s features (``frozen_part``'s output) for every row of ``datasets``
+    (rows found bad are left out, as training leaves them out)."""
     encoder = model.encoders[name]
-    assert isinstance(encoder, PretrainedEncoder)
+    features = _features(encoder)
     field = model.preprocessor.fields[name]
     lines: list[np.ndarray] = []
     counts: list[np.ndarray] = []
@@ -122,14 +141,14 @@ def compute_features(
                     continue
                 batch = batch.to(device)
                 values = field.model_input(batch.values[name], batch.present[name])
-                out = encoder.features(values, batch.lengths.get(name))
+                out = features(values, batch.lengths.get(name))
                 lines.append(np.asarray(batch.rows, dtype=np.int64))
                 counts.append(out.token_mask.sum(1).cpu().numpy())
                 tokens.append(out.tokens[out.token_mask].float().cpu().numpy())
                 pooled.append(out.pooled.float().cpu().numpy())
     encoder.train(was_training)
     if not lines:  # no row to compute
-        empty = np.zeros((0, encoder.backbone.hidden), dtype=np.float32)
+        empty = np.zeros((0, 0), dtype=np.float32)
         return FeatureStore(np.zeros(0, np.int64), np.zeros(1, np.int64), empty, empty)
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
     return FeatureStore(
@@ -137,8 +156,8 @@ def compute_features(
     )
 
 
-def _key(name: str, encoder: PretrainedEncoder, datasets: Sequence[RowDataset]) -> str:
-    """What names field ``name``'s store: its backbone and the data fingerprints."""
+def _key(name: str, encoder: nn.Module, datasets: Sequence[RowDataset]) -> str:
+    """What names field ``name``'s store: its frozen weights and the data fingerprints."""
     digest = hashlib.sha256(f"polymodal features {FORMAT} {name}".encode())
     digest.update(backbone_digest(encoder).encode())
     for dataset in datasets:
@@ -190,7 +209,8 @@ def precompute_features(
     datasets = [splits[name] for name in sorted(splits)]
     done = []
     for name, encoder in model.encoders.items():
-        if not (isinstance(encoder, PretrainedEncoder) and encoder.precompute):
+        options = model.config.encoders.get(name)
+        if options is None or not options.precompute:
             continue
         folder = None
         if data.cache == "disk":

@@ -30,6 +30,11 @@ class Task(nn.Module, ABC):
         present: dict[str, torch.Tensor],
     ) -> Any: ...
 
+    def encoder_outputs(self) -> dict[str, set[str]]:
+        """What the head reads of the encoders' outputs itself: field -> {"tokens", "pooled"}
+        (none for a head on the fused vector)."""
+        return {}
+
     @abstractmethod
     def loss(self, outputs: Any, batch: Batch) -> torch.Tensor: ...
 

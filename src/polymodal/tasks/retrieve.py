@@ -58,6 +58,9 @@ class Retrieve(Task):
     def logit_scale(self) -> torch.Tensor:
         return self.log_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
 
+    def encoder_outputs(self) -> dict[str, set[str]]:
+        return {self.query: {"pooled"}, self.gallery: {"pooled"}}
+
     def forward(
         self,
         fused: torch.Tensor | None,

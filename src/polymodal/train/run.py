@@ -112,6 +112,7 @@ def run_training(
             raise DataError(f"{run_dir} holds no checkpoint to resume from; train it anew")
     else:
         refuse_existing(run_dir, overwrite, _is_run_dir, "run directory")  # before reading data
+        barrier()  # every process has looked before the first one makes the run directory
     data = data or _prepare(config, dist)
     if dist.is_main and not resume:
         fresh_directory(run_dir, overwrite, _is_run_dir, "run directory")
@@ -141,7 +142,7 @@ def run_training(
     for name in precompute_features(
         model, data.splits, config.data, cache, batch, dist.device, workers
     ):
-        log(f"encoder '{name}': the frozen backbone's features are computed once (precompute)")
+        log(f"encoder '{name}': the frozen encoder's features are computed once (precompute)")
     trainer = Trainer(
         model,
         data.splits["train"],

@@ -194,6 +194,8 @@ class Trainer:
         wrapped: torch.nn.Module = model
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
+            # Every trained parameter gets a gradient in every step (a model freezes the
+            # encoder heads whose output it does not read), as plain DDP requires.
             wrapped = DistributedDataParallel(model, device_ids=ids)
         sampler = ResumableSampler(
             len(self.train_data),

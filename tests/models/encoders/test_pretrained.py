@@ -318,7 +318,7 @@ def test_a_missing_package_names_the_extra_to_install(monkeypatch):
 
 
 def test_precompute_needs_a_frozen_backbone():
-    with pytest.raises(ValueError, match="precompute needs a frozen backbone"):
+    with pytest.raises(ValueError, match="precompute needs a frozen encoder"):
         PretrainedEncoderConfig(model=MINILM, precompute=True)
     PretrainedEncoderConfig(model=MINILM, precompute=True, unfreeze_last=0)
     PretrainedEncoderConfig(model=MINILM, precompute=True, freeze=True)

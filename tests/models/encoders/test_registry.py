@@ -165,7 +165,8 @@ def test_output_ignores_how_far_the_batch_is_padded(kind, type_):
 
 @pytest.mark.parametrize(("kind", "type_"), FROM_SCRATCH)
 def test_gradients_reach_every_parameter(kind, type_):
-    encoder = build(kind, type_).train()
+    # Both outputs are read here; under the model's concat fusion a CNN's token head is frozen.
+    encoder = build(kind, type_).train().requires_grad_(True)
     out = encoder(*inputs(kind))
     loss = (out.tokens * torch.randn_like(out.tokens)).sum() + (out.pooled**2).sum()
     loss.backward()

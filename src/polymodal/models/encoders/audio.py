@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,6 +29,9 @@ class AudioCNN(nn.Module):
     and remaining mel bands of a step, projected to ``dim``); pooled is the masked mean + max of
     the steps, projected.
     """
+
+    # Submodule -> the one output it alone computes; a model freezes it where nothing reads that
+    output_heads: ClassVar[dict[str, str]] = {"token_proj": "tokens", "pool_proj": "pooled"}
 
     needs = LOG_MEL
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -16,6 +18,9 @@ class ImageCNN(nn.Module):
     Two coordinate channels are appended to the input (CoordConv), so features, and the max
     pooled over them, can say where a small object is as well as what it is.
     """
+
+    # Submodule -> the one output it alone computes; a model freezes it where nothing reads that
+    output_heads: ClassVar[dict[str, str]] = {"token_proj": "tokens", "pool_proj": "pooled"}
 
     def __init__(
         self,

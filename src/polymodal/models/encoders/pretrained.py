@@ -541,9 +541,9 @@ class PretrainedEncoder(nn.Module):
     ``dim`` by one ``nn.Linear`` (tokens and pooled alike).
 
     ``backbone_dir`` is the folder a saved model keeps the backbone's description in: the
-    network is then rebuilt from it and its weights come from the saved model. ``precompute``
-    asks the run to compute the (frozen) backbone's features once (``polymodal.models.
-    precompute``); ``features`` and ``project_features`` are the two halves of ``forward``.
+    network is then rebuilt from it and its weights come from the saved model. ``features`` and
+    ``project_features`` are the two halves of ``forward``: ``precompute`` computes the first
+    once (``polymodal.models.precompute``).
     """
 
     def __init__(
@@ -552,11 +552,9 @@ class PretrainedEncoder(nn.Module):
         model: str,
         unfreeze_last: int | None = None,
         dim: int | None = None,
-        precompute: bool = False,
         backbone_dir: Path | None = None,
     ) -> None:
         super().__init__()
-        self.precompute = precompute
         self.backbone = (
             load_backbone(model, kind) if backbone_dir is None else rebuild_backbone(backbone_dir)
         )

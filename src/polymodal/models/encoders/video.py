@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -15,6 +17,9 @@ class VideoEncoder(nn.Module):
     encoded); tokens are the frames' pooled vectors plus a learned position per frame; pooled
     is their attention-weighted sum, a learned query scoring each valid frame (masked softmax).
     """
+
+    # Submodule -> the one output it alone computes; a model freezes it where nothing reads that
+    output_heads: ClassVar[dict[str, str]] = {"query": "pooled"}
 
     def __init__(self, frame_encoder: nn.Module, frames: int) -> None:
         super().__init__()
