@@ -404,6 +404,16 @@ class ClassifyConfig(Strict):
     )
     weight: float = Field(1.0, description="weight of this task's loss in the total loss")
 
+    @property
+    def name(self) -> str:
+        """The task's name: its outputs, metrics and predictions are keyed by it."""
+        return f"classify_{self.target}"
+
+    @property
+    def targets(self) -> list[str]:
+        """The fields the task predicts."""
+        return [self.target]
+
 
 class RetrieveConfig(Strict):
     """Embed two fields in one space, learned by a contrastive loss (InfoNCE by default)."""
@@ -420,6 +430,16 @@ class RetrieveConfig(Strict):
     )
     margin: float = Field(0.2, gt=0, description="margin of the hinge losses")
     weight: float = Field(1.0, description="weight of this task's loss in the total loss")
+
+    @property
+    def name(self) -> str:
+        """The task's name: its outputs, metrics and predictions are keyed by it."""
+        return f"retrieve_{self.query}_{self.gallery}"
+
+    @property
+    def targets(self) -> list[str]:
+        """The fields the task predicts: none, it embeds inputs."""
+        return []
 
 
 TaskConfig = Annotated[
@@ -746,4 +766,4 @@ def dump_config(config: RunConfig) -> str:
 
 def task_targets(model: ModelConfig) -> list[str]:
     """The fields the tasks predict: an inferred schema takes them as its targets."""
-    return [task.target for task in model.tasks if isinstance(task, ClassifyConfig)]
+    return [target for task in model.tasks for target in task.targets]

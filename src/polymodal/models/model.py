@@ -16,21 +16,20 @@ from polymodal import __version__
 from polymodal.config import (
     ENCODER_TYPES,
     TRANSFER_OPTIONS,
-    ClassifyConfig,
     EncoderConfig,
     ModelConfig,
-    RetrieveConfig,
     default_encoder,
 )
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
-from polymodal.errors import ConfigError, ModelError, did_you_mean
+from polymodal.errors import ConfigError, ModelError
 from polymodal.io import atomic_write, atomic_write_text, remove_stale_temp_files
 from polymodal.models.architectures import with_architecture_encoders
 from polymodal.models.encoders import ENCODERS, Encoded, PretrainedEncoder
 from polymodal.models.fusion import TOKEN_FUSIONS, make_fusion
 from polymodal.models.precompute import after_features
-from polymodal.tasks import Classify, Retrieve, Task
+from polymodal.tasks import TASKS, Task, TaskContext
+from polymodal.tasks.base import check_field
 
 if TYPE_CHECKING:
     from polymodal.models.precompute import FeatureStore
@@ -135,7 +134,7 @@ class MultimodalModel(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``loss`` from outputs already computed (by a DistributedDataParallel wrapper)."""
         parts = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
-        weights = {_task_name(t): t.weight for t in self.config.tasks}
+        weights = {t.name: t.weight for t in self.config.tasks}
         total = sum(weights[name] * value for name, value in parts.items())
         return total, {name: float(value.detach()) for name, value in parts.items()}  # type: ignore[return-value]
 
@@ -180,26 +179,6 @@ class MultimodalModel(nn.Module):
         return model.to(device).eval()
 
 
-def _task_name(config: ClassifyConfig | RetrieveConfig) -> str:
-    if isinstance(config, ClassifyConfig):
-        return f"classify_{config.target}"
-    return f"retrieve_{config.query}_{config.gallery}"
-
-
-def _check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple[str, ...]) -> None:
-    fields = preprocessor.schema.fields
-    if name not in fields:
-        raise ConfigError(
-            f"{where}: field '{name}' is not in the data{did_you_mean(name, list(fields))} "
-            f"(fields: {', '.join(fields)}; a target is a field of kind label, from data.fields "
-            "or data.target)"
-        )
-    if fields[name].kind not in kinds:
-        raise ConfigError(
-            f"{where}: field '{name}' is {fields[name].kind}; expected {' or '.join(kinds)}"
-        )
-
-
 def _build_encoder(name: str, kind: str, config: EncoderConfig, given: dict[str, Any]) -> nn.Module:
     """``ENCODERS[(kind, config.type)]`` built from the config's options and those of the
     field's ``encoder_args`` (``given``) its signature takes; a missing one is a ConfigError."""
@@ -242,7 +221,7 @@ def build_model(
     config = with_architecture_encoders(config, kinds)
     encoders: dict[str, nn.Module] = {}
     for name in inputs:
-        _check_field(preprocessor, name, "model.inputs", tuple(ENCODER_TYPES))
+        check_field(preprocessor, name, "model.inputs", tuple(ENCODER_TYPES))
         kind = schema.fields[name].kind
         enc_config = config.encoders.get(name) or default_encoder(kind)
         if enc_config.type not in ENCODER_TYPES[kind]:
@@ -258,39 +237,14 @@ def build_model(
     if unknown:
         raise ConfigError(f"model.encoders: {unknown} are not model inputs ({', '.join(inputs)})")
 
-    needs_fusion = any(isinstance(t, ClassifyConfig) for t in config.tasks)
     fusion = None
-    if needs_fusion:
+    if any(TASKS[task.type].uses_fusion for task in config.tasks):
         dims = {name: enc.output_dim for name, enc in encoders.items()}
         fusion = make_fusion(config.fusion, dims)
+    encoder_dims = {name: encoder.output_dim for name, encoder in encoders.items()}
+    fused_dim = fusion.output_dim if fusion is not None else None
     tasks: dict[str, Task] = {}
     for i, task in enumerate(config.tasks):
-        where = f"model.tasks.{i}"
-        if isinstance(task, ClassifyConfig):
-            _check_field(preprocessor, task.target, where, ("label",))
-            labels = preprocessor.fields[task.target].labels  # type: ignore[attr-defined]
-            tasks[_task_name(task)] = Classify(
-                task.target,
-                labels,
-                fusion.output_dim,
-                task.hidden,
-                task.dropout,
-                task.label_smoothing,
-            )
-        else:
-            for side in (task.query, task.gallery):
-                if side not in encoders:
-                    raise ConfigError(
-                        f"{where}: '{side}' must be a model input ({', '.join(inputs)})"
-                    )
-            tasks[_task_name(task)] = Retrieve(
-                task.query,
-                task.gallery,
-                encoders[task.query].output_dim,
-                encoders[task.gallery].output_dim,
-                task.dim,
-                task.temperature,
-                task.loss,
-                task.margin,
-            )
+        context = TaskContext(preprocessor, encoder_dims, fused_dim, f"model.tasks.{i}")
+        tasks[task.name] = TASKS[task.type].from_config(task, context)
     return MultimodalModel(config, preprocessor, encoders, fusion, tasks)

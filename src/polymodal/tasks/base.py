@@ -3,17 +3,55 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
+from polymodal.errors import ConfigError, did_you_mean
 from polymodal.models.encoders.base import Encoded
 
 
+def check_field(preprocessor: Preprocessor, name: str, where: str, kinds: tuple[str, ...]) -> None:
+    """A ConfigError naming ``where`` unless field ``name`` exists and is of one of ``kinds``."""
+    fields = preprocessor.schema.fields
+    if name not in fields:
+        raise ConfigError(
+            f"{where}: field '{name}' is not in the data{did_you_mean(name, list(fields))} "
+            f"(fields: {', '.join(fields)}; a target is a field of kind label, from data.fields "
+            "or data.target)"
+        )
+    if fields[name].kind not in kinds:
+        raise ConfigError(
+            f"{where}: field '{name}' is {fields[name].kind}; expected {' or '.join(kinds)}"
+        )
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task is built from besides its config: the fitted preprocessing, each input
+    encoder's output size, the fused vector's size (None without a fusion), and the config key
+    that errors name (``model.tasks.N``)."""
+
+    preprocessor: Preprocessor
+    encoder_dims: dict[str, int]
+    fused_dim: int | None
+    where: str
+
+    def check_input(self, name: str) -> None:
+        """A ConfigError unless ``name`` is a model input."""
+        if name not in self.encoder_dims:
+            raise ConfigError(
+                f"{self.where}: '{name}' must be a model input ({', '.join(self.encoder_dims)})"
+            )
+
+
 class Task(nn.Module, ABC):
-    """A head on the fused vector (``uses_fusion``) or on the encoders' outputs directly.
+    """A head on the fused vector (``uses_fusion``) or on the encoders' outputs directly,
+    built by ``from_config`` (``polymodal.models.model.TASKS`` maps each config type to it).
 
     ``collect`` keeps, per batch, what ``metrics`` needs over a whole split; ``main_metric``
     names the metric that picks the best checkpoint (higher is better).
@@ -21,6 +59,11 @@ class Task(nn.Module, ABC):
 
     uses_fusion: bool = True
     main_metric: str = ""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Any, context: TaskContext) -> Task:
+        """The task its config describes, checked against the data and the encoders."""
 
     @abstractmethod
     def forward(

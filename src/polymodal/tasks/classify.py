@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polymodal.config import ClassifyConfig
 from polymodal.data.schema import Batch
 from polymodal.metrics.classification import classification_scores
 from polymodal.models.encoders.base import Encoded
-from polymodal.tasks.base import Task
+from polymodal.tasks.base import Task, TaskContext, check_field
 
 
 class Classify(Task):
@@ -37,6 +38,19 @@ class Classify(Task):
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, len(labels)),
+        )
+
+    @classmethod
+    def from_config(cls, config: ClassifyConfig, context: TaskContext) -> Classify:
+        check_field(context.preprocessor, config.target, context.where, ("label",))
+        assert context.fused_dim is not None
+        return cls(
+            config.target,
+            context.preprocessor.fields[config.target].labels,  # type: ignore[attr-defined]
+            context.fused_dim,
+            config.hidden,
+            config.dropout,
+            config.label_smoothing,
         )
 
     def forward(

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polymodal.config import RetrievalLoss
+from polymodal.config import RetrievalLoss, RetrieveConfig
 from polymodal.data.schema import Batch
 from polymodal.losses import hinge_triplet, info_nce_gathered, siglip
 from polymodal.metrics.retrieval import retrieval_scores
 from polymodal.models.encoders.base import Encoded
-from polymodal.tasks.base import Task
+from polymodal.tasks.base import Task, TaskContext
 
 MAX_LOGIT_SCALE = math.log(100.0)  # the temperature is learned but never below 0.01 (as CLIP)
 
@@ -53,6 +53,21 @@ class Retrieve(Task):
         elif loss == "siglip":
             self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
             self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    @classmethod
+    def from_config(cls, config: RetrieveConfig, context: TaskContext) -> Retrieve:
+        for side in (config.query, config.gallery):
+            context.check_input(side)
+        return cls(
+            config.query,
+            config.gallery,
+            context.encoder_dims[config.query],
+            context.encoder_dims[config.gallery],
+            config.dim,
+            config.temperature,
+            config.loss,
+            config.margin,
+        )
 
     @property
     def logit_scale(self) -> torch.Tensor:
