@@ -255,6 +255,32 @@ def test_inspect_missing_manifest(capsys, tmp_path):
     assert_one_line_error(err, "nope.jsonl does not exist")
 
 
+def test_convert_writes_a_manifest_and_prints_counts(capsys, tmp_path):
+    captions = tmp_path / "captions_val2014.json"
+    images = [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)]
+    annotations = [{"image_id": i, "caption": f"picture {i}"} for i in (1, 2, 3)]
+    captions.write_text(json.dumps({"images": images, "annotations": annotations}))
+    for i in (1, 2):
+        (tmp_path / f"{i}.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+
+    def convert(*argv: Any) -> tuple[int, str, str]:
+        return cli(capsys, "data", "convert", *argv, "--images", tmp_path, "--out", out)
+
+    code, text, _ = convert("coco-captions", captions)
+    assert code == 0
+    assert text.splitlines() == [
+        f"wrote 2 rows (val 2): {out / 'manifest.jsonl'}",
+        f"left out 1 entries (missing image 1): {out / 'skipped.jsonl'}",
+    ]
+    code, _, err = convert("vqa", "--questions", captions)
+    assert code == 2
+    assert_one_line_error(err, "expected a list under 'questions'")
+    code, _, err = convert("karpathy", tmp_path / "no.json")
+    assert code == 2
+    assert_one_line_error(err, "no.json does not exist")
+
+
 # --- train, eval, predict ------------------------------------------------------------------
 
 

@@ -77,6 +77,97 @@ def _statement_mix(text: str | None) -> dict[str, float] | None:
     return mix
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from polymodal.data import sources as s
+
+    convert = {
+        "coco-captions": lambda: s.convert_coco_captions(
+            args.out,
+            s.by_split(args.captions, "captions"),
+            s.one_or_by_split(args.images, "--images"),
+            args.check_images,
+        ),
+        "karpathy": lambda: s.convert_karpathy(
+            args.out, args.split_file, args.images, args.restval, args.check_images
+        ),
+        "vqa": lambda: s.convert_vqa(
+            args.out,
+            s.by_split(args.questions, "--questions"),
+            s.one_or_by_split(args.images, "--images"),
+            s.by_split(args.annotations or [], "--annotations"),
+            args.pairs or [],
+            args.image_pattern,
+            args.check_images,
+        ),
+        "easyvqa": lambda: s.convert_easyvqa(args.out, args.val_fraction, args.seed, args.link),
+        "image-folder": lambda: s.convert_image_folder(
+            args.out,
+            s.one_or_by_split(args.root, "ROOT"),
+            args.val_fraction,
+            args.test_fraction,
+            args.seed,
+        ),
+    }
+    print(convert[args.format]().describe())
+    return 0
+
+
+def _add_convert_parser(data_commands: Any, common: argparse.ArgumentParser) -> None:
+    """``data convert FORMAT``: one sub-command per published format, each with its inputs."""
+    convert = data_commands.add_parser(
+        "convert", help="write a manifest from a dataset in its published format"
+    )
+    formats = convert.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    split_file = "SPLIT=FILE, or FILE whose name says train, val or test"
+    folders = "one folder for every split, or SPLIT=FOLDER for each"
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sub = formats.add_parser(name, parents=[common], help=help, description=help)
+        sub.add_argument("--out", required=True, help="output folder: OUT/manifest.jsonl")
+        sub.set_defaults(func=_cmd_convert)
+        return sub
+
+    def no_check(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--no-check-images",
+            dest="check_images",
+            action="store_false",
+            help="write every row without looking for its image on disk",
+        )
+
+    coco = add("coco-captions", "COCO caption files (captions_train2014.json ...)")
+    coco.add_argument("captions", nargs="+", help=split_file)
+    coco.add_argument("--images", nargs="+", required=True, help=folders)
+    no_check(coco)
+    karpathy = add("karpathy", "Karpathy's split file (dataset_coco.json ...)")
+    karpathy.add_argument("split_file")
+    karpathy.add_argument("--images", required=True, help="the folder of FILEPATH/FILENAME")
+    karpathy.add_argument(
+        "--restval", choices=["train", "restval"], default="train", help="restval images join"
+    )
+    no_check(karpathy)
+    vqa = add("vqa", "VQA v2 questions, annotations and complementary pairs files")
+    vqa.add_argument("--questions", nargs="+", required=True, help=split_file)
+    vqa.add_argument("--annotations", nargs="+", help=f"{split_file} (none: rows to predict)")
+    vqa.add_argument("--pairs", nargs="+", help="complementary pairs files")
+    vqa.add_argument("--images", nargs="+", required=True, help=folders)
+    vqa.add_argument(
+        "--image-pattern",
+        help="image file names, with fields {image_id}, {data_subtype}, {split} "
+        "(default: COCO_{data_subtype}_{image_id:012d}.jpg)",
+    )
+    no_check(vqa)
+    easy = add("easyvqa", "easy-VQA from its PyPI package (pip install easy-vqa)")
+    easy.add_argument("--val-fraction", type=float, default=0.1, help="train images held out")
+    easy.add_argument("--seed", type=int, default=0)
+    easy.add_argument("--link", action="store_true", help="link the images instead of copying")
+    folder = add("image-folder", "a folder with one sub-folder of images per class")
+    folder.add_argument("root", nargs="+", help="ROOT (split by the fractions), or SPLIT=ROOT")
+    folder.add_argument("--val-fraction", type=float, default=0.1)
+    folder.add_argument("--test-fraction", type=float, default=0.2)
+    folder.add_argument("--seed", type=int, default=0)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from polymodal.data.inspection import inspect_manifest, render_inspection
 
@@ -95,6 +186,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 HEADLINE_METRICS = (  # what the end-of-training table shows; results.json holds every metric
+    "vqa_accuracy",
     "accuracy",
     "f1_macro",
     "auroc",
@@ -104,6 +196,10 @@ HEADLINE_METRICS = (  # what the end-of-training table shows; results.json holds
     "R@5",
     "R@10",
     "median_rank",
+    "Bleu_4",
+    "METEOR",
+    "ROUGE_L",
+    "CIDEr",
     "num_examples",
     "gallery_size",
 )
@@ -289,6 +385,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             report=args.report,
             reference=args.reference,
             seed=args.seed,
+            by=args.by or (),
         )
     else:
         raise ConfigError(
@@ -377,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="generate or inspect data")
+    data = commands.add_parser("data", help="generate, convert or inspect data")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     gen = data_commands.add_parser(
         "generate", parents=[common], help="write a built-in synthetic dataset"
@@ -436,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="a faster-whisper (CTranslate2) model folder; default: tiny.en"
     )
     speech.set_defaults(func=_cmd_transcribe)
+    _add_convert_parser(data_commands, common)
 
     train = commands.add_parser(
         "train",
@@ -468,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="score a run (with robustness, efficiency, a report), several runs, or the "
         "output files of any model",
-        description="polymodal eval RUN_DIR [--robustness] [--efficiency] [--report] | "
+        description="polymodal eval RUN_DIR [--by COLUMN ...] [--robustness] [--efficiency] "
+        "[--report] | "
         "polymodal eval --runs RUN1 RUN2 ... | polymodal eval captions --references A.json "
         "--predictions R.json | polymodal eval vqa --questions Q.json --annotations A.json "
         "--predictions R.json | polymodal eval retrieval --similarity S.npy [--relevance R.npy] "
@@ -482,6 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--efficiency", action="store_true", help="parameters, latency, memory")
     ev.add_argument("--report", action="store_true", help="write RUN_DIR/report/index.html")
     ev.add_argument("--seed", type=int, default=0, help="seed of corruptions and bootstraps")
+    ev.add_argument(
+        "--by",
+        action="append",
+        metavar="COLUMN",
+        help="also every metric per value of this manifest column, with counts and intervals"
+        " (repeatable)",
+    )
     ev.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="mean and std over runs")
     ev.add_argument("--references", help="captions: COCO-format annotations JSON")
     ev.add_argument("--predictions", help="captions or vqa: a results JSON")

@@ -6,7 +6,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from PIL import Image
@@ -21,9 +21,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Kind = Literal["image", "text", "tabular", "label", "audio", "sequence", "video", "features"]
+Kind = Literal[
+    "image",
+    "text",
+    "tabular",
+    "label",
+    "answers",
+    "number",
+    "audio",
+    "sequence",
+    "video",
+    "features",
+]
 Role = Literal["input", "target"]
 RetrievalLoss = Literal["info_nce", "hinge_sum", "hinge_hardest", "siglip"]
+RegressionLoss = Literal["mse", "huber", "l1"]
 
 
 def union_members(annotation: Any) -> list[Any]:
@@ -41,7 +53,9 @@ class FieldSpec(Strict):
 
     A tabular field groups manifest columns (``numeric`` and ``categorical``); every other kind
     reads the manifest column with the field's own name, but a text field may be ``transcribe``d
-    from an audio column. A label field may fix its label set.
+    from an audio column; a text target is generated (a caption), its cell one reference text
+    or a JSON list of them. A label field may fix its label set. A number field (one numeric
+    column) is a regression target.
     """
 
     kind: Kind = Field(description="modality kind: picks the field's preprocessing and encoder")
@@ -67,6 +81,11 @@ class FieldSpec(Strict):
             raise ValueError("'labels' only applies to kind 'label'")
         if self.kind != "text" and self.transcribe is not None:
             raise ValueError("'transcribe' only applies to kind 'text'")
+        if self.kind == "number" and self.role != "target":
+            raise ValueError(
+                "a number field is a regression target: set role: target (a numeric input is"
+                " a tabular field)"
+            )
         return self
 
 
@@ -392,7 +411,19 @@ class FusionConfig(Strict):
     heads: int = Field(4, ge=1, description="transformer and graph fusions: attention heads")
 
 
-class ClassifyConfig(Strict):
+class FusedTask(Strict):
+    """What a task on the fused representation may choose: the inputs fused for it."""
+
+    inputs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the model inputs this task's fused vector holds; the others count as"
+        " absent in it (say, a caption that another task reads and that would give this"
+        " one's answer away); null: every input",
+    )
+
+
+class ClassifyConfig(FusedTask):
     """Predict a label field from the fused representation."""
 
     type: Literal["classify"] = Field("classify", description="the task type")
@@ -442,8 +473,131 @@ class RetrieveConfig(Strict):
         return []
 
 
+class VQAConfig(FusedTask):
+    """Answer a question about an image: an answers field's vocabulary scored from the fused
+    representation, trained on the VQA v2 soft scores by binary cross-entropy."""
+
+    type: Literal["vqa"] = Field("vqa", description="the task type")
+    target: str = Field(description="the answers field to predict (kind answers)")
+    top_k: int = Field(
+        3000, ge=1, description="answer vocabulary: the train rows' most frequent answers"
+    )
+    hidden: int = Field(512, ge=1, description="hidden width of the answer head")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate of the head")
+    weight: float = Field(1.0, description="weight of this task's loss in the total loss")
+    target_kind: ClassVar[str] = "answers"
+
+    @property
+    def name(self) -> str:
+        """The task's name: its outputs, metrics and predictions are keyed by it."""
+        return f"vqa_{self.target}"
+
+    @property
+    def targets(self) -> list[str]:
+        """The fields the task predicts."""
+        return [self.target]
+
+
+class RegressConfig(FusedTask):
+    """Predict one or several number fields from the fused representation.
+
+    Each target is standardised with its train mean and standard deviation for the loss, and
+    predicted and scored in its own units. A row lacking a target leaves that target out of
+    the loss and the metrics; the other targets and tasks still read it. The best checkpoint
+    is picked by ``r2`` (the mean over targets of the coefficient of determination, 1 at
+    best), which is on the scale of the other tasks' main metrics.
+    """
+
+    type: Literal["regress"] = Field("regress", description="the task type")
+    target: str | list[str] = Field(
+        description="the number field to predict, or a list of them (kind number)"
+    )
+    loss: RegressionLoss = Field(
+        "mse", description="loss on the standardised targets: squared, Huber or absolute error"
+    )
+    huber_delta: float = Field(
+        1.0, gt=0, description="huber: where the loss turns linear, in standard deviations"
+    )
+    hidden: int = Field(256, ge=1, description="hidden width of the regression head")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate of the head")
+    sentiment: bool = Field(
+        False,
+        description="also the CMU-MOSI/MOSEI sentiment metrics (Acc-2 with and without"
+        " neutral rows, weighted F1, Acc-5, Acc-7) of scores in [-3, 3]",
+    )
+    weight: float = Field(1.0, description="weight of this task's loss in the total loss")
+    target_kind: ClassVar[str] = "number"
+
+    @property
+    def name(self) -> str:
+        """The task's name: its outputs, metrics and predictions are keyed by it."""
+        return "regress_" + "_".join(self.targets)
+
+    @property
+    def targets(self) -> list[str]:
+        """The fields the task predicts."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> RegressConfig:
+        if not self.targets or len(set(self.targets)) < len(self.targets):
+            raise ValueError("'target' needs at least one field, each named once")
+        return self
+
+
+class CaptionConfig(Strict):
+    """Generate a text field (a caption) from an input's encoder tokens (an image's): a
+    transformer decoder cross-attending to them, trained by teacher forcing, decoded by greedy
+    or beam search, scored with the COCO caption metrics (CIDEr-D picks the best model).
+
+    The target is a text field of role target; a cell holds one reference or a JSON list of
+    them. Its word vocabulary is fitted on the train references (``data.text`` min_freq,
+    max_vocab and max_length apply); generated text is scored against every reference.
+    """
+
+    type: Literal["caption"] = Field("caption", description="the task type")
+    image: str = Field(description="the input field whose encoder tokens the decoder attends to")
+    target: str = Field(description="the text field to generate (role target)")
+    dim: int = Field(256, ge=1, description="decoder width")
+    layers: int = Field(3, ge=1, description="decoder layers")
+    heads: int = Field(4, ge=1, description="attention heads per decoder layer")
+    dropout: float = Field(0.1, ge=0, lt=1, description="decoder dropout rate")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss; 0: none"
+    )
+    references: Literal["random", "all"] = Field(
+        "random",
+        description="training reads one reference per row at random each time, or all of them",
+    )
+    beam_size: int = Field(3, ge=1, description="beam width; 1: greedy search")
+    max_length: int = Field(30, ge=1, description="most words in a generated text")
+    length_penalty: float = Field(
+        0.0,
+        description="a sequence scores its log-probability over length ** length_penalty:"
+        " 0 compares plain sums (shorter texts win ties), 1 the mean per token",
+    )
+    no_repeat_ngram: int = Field(
+        0, ge=0, description="never repeat an n-gram of this many words; 0: no limit"
+    )
+    meteor: bool = Field(
+        False, description="also score METEOR (needs Java; starts a JVM at each evaluation)"
+    )
+    weight: float = Field(1.0, description="weight of this task's loss in the total loss")
+    target_kind: ClassVar[str] = "text"
+
+    @property
+    def name(self) -> str:
+        """The task's name: its outputs, metrics and predictions are keyed by it."""
+        return f"caption_{self.target}"
+
+    @property
+    def targets(self) -> list[str]:
+        """The fields the task predicts."""
+        return [self.target]
+
+
 TaskConfig = Annotated[
-    Union[ClassifyConfig, RetrieveConfig],  # noqa: UP007
+    Union[ClassifyConfig, RetrieveConfig, VQAConfig, RegressConfig, CaptionConfig],  # noqa: UP007
     Field(discriminator="type"),
 ]
 
@@ -528,6 +682,12 @@ class TrainConfig(Strict):
     )
     early_stopping: EarlyStopping | None = Field(
         None, description="stop when the validation score stops improving; null: never"
+    )
+    select: dict[str, float] | None = Field(
+        None,
+        description="weight (>= 0) of each task's main metric, by task name, in the validation"
+        " score that picks the best model: their weighted mean; a task not named weighs 0;"
+        " null: every task weighs 1",
     )
     max_minutes: float | None = Field(
         None, gt=0, description="time budget: the schedule fits itself to it; null: epochs decide"
@@ -764,6 +924,11 @@ def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def task_targets(model: ModelConfig) -> list[str]:
-    """The fields the tasks predict: an inferred schema takes them as its targets."""
-    return [target for task in model.tasks for target in task.targets]
+def task_targets(model: ModelConfig) -> dict[str, str]:
+    """The fields the tasks predict, each with the kind its task reads (``target_kind``, else
+    label): an inferred schema takes them as its targets."""
+    return {
+        target: getattr(task, "target_kind", "label")
+        for task in model.tasks
+        for target in task.targets
+    }

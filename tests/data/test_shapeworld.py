@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -93,17 +94,27 @@ def answer(question: str, objects: list[Obj]) -> tuple[str, str]:
     raise AssertionError(f"unknown question {question!r}")
 
 
+# sha256 of seed 3's 60-scene manifest.jsonl as written before the count column: images and
+# texts draw from one random stream, so a draw added or lost anywhere would change it
+MANIFEST_BEFORE_COUNT = "c12277afc02a38fe68705370256950612a13439ce4043ebf59989721d1d6b3a9"
+
+
 def test_same_seed_same_bytes(tmp_path: Path):
     a = generate(tmp_path / "a", n=60, seed=3).parent
     b = generate(tmp_path / "b", n=60, seed=3, progress=True).parent
     c = generate(tmp_path / "c", n=60, seed=4).parent
-    for name in ("manifest.jsonl", "questions.jsonl"):
+    for name in ("manifest.jsonl", "questions.jsonl", "vqa.jsonl", "captions.jsonl"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
         assert (a / name).read_bytes() != (c / name).read_bytes()
     pngs = sorted(p.name for p in (a / "images").iterdir())
     assert pngs == [f"{i:06d}.png" for i in range(60)]
     assert all((a / "images" / p).read_bytes() == (b / "images" / p).read_bytes() for p in pngs)
     assert any((a / "images" / p).read_bytes() != (c / "images" / p).read_bytes() for p in pngs)
+    without_count = "".join(
+        json.dumps({k: v for k, v in row.items() if k != "count"}) + "\n"
+        for row in read_jsonl(a / "manifest.jsonl")
+    )
+    assert hashlib.sha256(without_count.encode()).hexdigest() == MANIFEST_BEFORE_COUNT
 
 
 @pytest.mark.parametrize(
@@ -129,6 +140,7 @@ def test_scene_layout(world):
     assert {len(r["objects"]) for r in rows} == {1, 2, 3}
     for row in rows:
         objects = row["objects"]
+        assert row["count"] == len(objects)
         assert all(list(o) == ["shape", "colour", "size", "x", "y"] for o in objects)
         assert all(
             o["shape"] in SHAPES and o["colour"] in COLOURS and o["size"] in SIZES for o in objects
@@ -219,6 +231,43 @@ def test_questions_are_answered_correctly(world):
         for k, q in enumerate(r["questions"])
     ]
     assert flat == expected
+
+
+def test_vqa_view_is_the_questions_with_vqa_names(world):
+    manifest, _ = world
+    vqa = read_jsonl(manifest.parent / "vqa.jsonl")
+    renamed = [
+        {
+            "id": v["question_id"],
+            "scene": v["scene"],
+            "split": v["split"],
+            "image": v["image"],
+            "question": v["question"],
+            "answer": v["answer"],
+            "type": v["question_type"],
+        }
+        for v in vqa
+    ]
+    assert renamed == read_jsonl(manifest.parent / "questions.jsonl")
+    for v in vqa:
+        yes_no = v["answer"] in ("yes", "no")
+        expected = "yes/no" if yes_no else "number" if v["question_type"] == "count" else "other"
+        assert v["answer_type"] == expected, v
+    assert {v["answer_type"] for v in vqa} == {"yes/no", "number", "other"}
+
+
+def test_captioning_view_lists_every_wording(world):
+    manifest, rows = world
+    views = read_jsonl(manifest.parent / "captions.jsonl")
+    head = ("id", "split", "image", "caption")
+    assert [tuple(v[k] for k in head) for v in views] == [tuple(r[k] for k in head) for r in rows]
+    drawn: dict[int, set[int]] = defaultdict(set)
+    for view, row in zip(views, rows, strict=True):
+        phrases = [f"a {o['size']} {o['colour']} {o['shape']}" for o in row["objects"]]
+        assert len(set(view["captions"])) == len(view["captions"]) == 4
+        assert all(p in caption for p in phrases for caption in view["captions"])
+        drawn[len(phrases)].add(view["captions"].index(view["caption"]))
+    assert drawn == {1: {0, 1, 2, 3}, 2: {0, 1, 2, 3}, 3: {0, 1, 2, 3}}
 
 
 def test_labels_are_the_truth_of_the_statements(world):

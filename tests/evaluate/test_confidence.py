@@ -16,9 +16,11 @@ from polymodal.evaluate.confidence import (
     bootstrap_mean,
     classification_intervals,
     f1_macro_interval,
+    regression_intervals,
     retrieval_intervals,
 )
 from polymodal.metrics.classification import f1_macro
+from polymodal.metrics.regression import target_scores
 from polymodal.metrics.retrieval import retrieval_scores
 
 
@@ -89,6 +91,25 @@ def test_retrieval_intervals_match_retrieval_scores():
     ]
     assert intervals["mean_recall"].estimate == pytest.approx(np.mean(recalls))
     assert contains(intervals["mean_recall"], intervals["mean_recall"].estimate)
+
+
+def test_regression_intervals_are_target_scores_of_the_resampled_rows():
+    rng = np.random.default_rng(1)
+    y_true = rng.normal(size=(40, 2)) * [1.0, 10.0]
+    y_pred = y_true + rng.normal(size=(40, 2))
+    present = rng.random((40, 2)) < 0.8
+    intervals = regression_intervals(y_true, y_pred, present, ["a", "b"], resamples=60, seed=4)
+    resampled = np.random.default_rng(4).integers(0, 40, size=(60, 40))
+    brute = [target_scores(y_true[i], y_pred[i], present[i], ["a", "b"]) for i in resampled]
+    estimates = target_scores(y_true, y_pred, present, ["a", "b"])
+    for key in ("mae", "rmse", "pearson", "r2"):
+        for interval, scores, estimate in (
+            (intervals[key], brute, estimates[key]),
+            (intervals["per_target"]["b"][key], [s["per_target"]["b"] for s in brute], None),
+        ):
+            low, high = np.quantile([s[key] for s in scores], [0.025, 0.975])
+            assert (interval.low, interval.high) == pytest.approx((low, high))
+            assert estimate is None or interval.estimate == pytest.approx(estimate)
 
 
 def test_bad_inputs_are_refused():

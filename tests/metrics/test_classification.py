@@ -1,5 +1,4 @@
-"""Classification, calibration, regression and sentiment metrics: hand-computed values and
-sklearn."""
+"""Classification and calibration metrics: hand-computed values and sklearn."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from polymodal.metrics.classification import (
     expected_calibration_error,
     f1_macro,
     precision_recall_f1,
-    regression_scores,
-    sentiment_scores,
 )
 
 ARGMAX_KEYS = ("accuracy", "f1_macro", "confusion_matrix", "num_examples")
@@ -269,60 +266,6 @@ def test_ece_against_a_loop() -> None:
     )
 
 
-def test_regression_hand_computed() -> None:
-    # errors [1, 0, -1, 2]: MAE 4/4 = 1, RMSE sqrt(6/4). Centred truth [-1.5, -0.5, 0.5, 1.5]
-    # and prediction [-1, -1, -1, 3]: covariance sum 6, squares 5 and 12 -> r = 6 / sqrt(60).
-    scores = regression_scores([1.0, 2.0, 3.0, 4.0], torch.tensor([2.0, 2.0, 2.0, 6.0]))
-    assert scores == pytest.approx({"mae": 1.0, "rmse": np.sqrt(1.5), "pearson": 6 / np.sqrt(60)})
-    assert regression_scores([1, 2, 3], [5, 5, 5])["pearson"] is None  # constant prediction
-    assert regression_scores([1.5, -2.0], [1.5, -2.0]) == {"mae": 0.0, "rmse": 0.0, "pearson": 1.0}
-
-
-def test_sentiment_hand_computed() -> None:
-    y_true = [-2.6, -0.4, 0.0, 0.0, 1.2, 2.5, 3.4]
-    y_pred = [-3.5, 0.3, -0.2, 0.6, 1.5, 1.4, 2.4]
-    scores = sentiment_scores(y_true, y_pred)
-    # >= 0: truth [F F T T T T T], prediction [F T F T T T T]: 5 of 7 agree.
-    # F1 of T: TP 4, 5 true, 5 predicted -> 8/10; of F: TP 1, 2 true, 2 predicted -> 2/4.
-    # Weighted by true counts: (5 * 0.8 + 2 * 0.5) / 7 = 5/7.
-    assert scores["acc2_non_negative"] == pytest.approx(5 / 7)
-    assert scores["f1_non_negative"] == pytest.approx(5 / 7)
-    # Zero truths out: truth > 0 [F F T T T], prediction > 0 [F T T T T]: 4 of 5 agree.
-    # F1 of T: TP 3, 3 true, 4 predicted -> 6/7; of F: TP 1, 2 true, 1 predicted -> 2/3.
-    # Weighted: (3 * 6/7 + 2 * 2/3) / 5 = 82/105.
-    assert scores["acc2_non_zero"] == pytest.approx(4 / 5)
-    assert scores["f1_non_zero"] == pytest.approx(82 / 105)
-    # Acc-7, clipped to [-3, 3] and rounded half to even: truth [-3, -0, 0, 0, 1, 2, 3] (2.5 -> 2),
-    # prediction [-3, 0, -0, 1, 2, 1, 2] (1.5 -> 2): 3 of 7 agree.
-    # Acc-5, clipped to [-2, 2]: truth [-2, -0, 0, 0, 1, 2, 2], prediction
-    # [-2, 0, -0, 1, 2, 1, 2]: 4 of 7 agree.
-    assert scores["acc7"] == pytest.approx(3 / 7)
-    assert scores["acc5"] == pytest.approx(4 / 7)
-    assert {k: scores[k] for k in ("mae", "rmse", "pearson")} == regression_scores(y_true, y_pred)
-    # Every truth neutral: the non-zero variant has nothing to score.
-    neutral = sentiment_scores([0.0, 0.0], [0.5, -0.5])
-    assert neutral["acc2_non_zero"] is None and neutral["f1_non_zero"] is None
-    assert neutral["acc2_non_negative"] == 0.5
-
-
-def test_sentiment_against_sklearn() -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(6)
-    y_true = np.round(rng.uniform(-3, 3, 300) * 3) / 3  # MOSI labels: averages of 3 ratings
-    y_true[:20] = 0.0
-    y_pred = rng.uniform(-3.5, 3.5, 300)
-    scores = sentiment_scores(y_true, y_pred)
-    for name, keep, truth, pred in (
-        ("non_negative", slice(None), y_true >= 0, y_pred >= 0),
-        ("non_zero", y_true != 0, y_true > 0, y_pred > 0),
-    ):
-        truth, pred = truth[keep], pred[keep]
-        assert scores[f"acc2_{name}"] == pytest.approx(metrics.accuracy_score(truth, pred))
-        expected = metrics.f1_score(truth, pred, average="weighted")
-        assert scores[f"f1_{name}"] == pytest.approx(expected)
-    assert scores["pearson"] == pytest.approx(np.corrcoef(y_true, y_pred)[0, 1])
-
-
 def test_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         accuracy([], [])
@@ -360,9 +303,5 @@ def test_errors() -> None:
         auroc([0, 1], [0.1, np.nan])
     with pytest.raises(ValueError, match="softmax"):
         expected_calibration_error([0, 1], [[2.0, -1.0], [0.5, 0.5]])
-    with pytest.raises(ValueError, match="y_true has 2 values but y_pred has 1"):
-        regression_scores([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="empty"):
-        sentiment_scores([], [])
     with pytest.raises(ValueError, match="NaN or infinite"):
         classification_scores([0], [[np.inf, 1.0]])

@@ -81,7 +81,7 @@ def test_every_architecture_validates_into_the_config_models(name):
         ({"encoders": {"label": {"type": "mlp"}}}, "no encoder reads kind 'label'"),
         ({"tasks": {"retrieve": {"query": "image"}}}, "name data fields"),
         ({"tasks": {"retrieve": {"loss": "triplet"}}}, "loss"),
-        ({"tasks": {"caption": {}}}, "not a task type"),
+        ({"tasks": {"summarise": {}}}, "not a task type"),
         ({"fusion": {"type": "concat", "depth": 2}}, "depth"),
     ],
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,15 @@ from pydantic import BaseModel
 from polymodal.config import DataConfig
 from polymodal.data.cache import cache_root, open_store
 from polymodal.data.dataset import RowDataset, decoding_workers
+from polymodal.data.modalities.answers import AnswersPreprocessor
 from polymodal.data.modalities.audio import AudioPreprocessor
 from polymodal.data.modalities.base import FieldPreprocessor
 from polymodal.data.modalities.features import FeaturesPreprocessor
 from polymodal.data.modalities.image import ImagePreprocessor
+from polymodal.data.modalities.number import NumberPreprocessor
 from polymodal.data.modalities.sequence import SequencePreprocessor
 from polymodal.data.modalities.tabular import LabelPreprocessor, TabularPreprocessor
+from polymodal.data.modalities.target_text import TargetTextPreprocessor
 from polymodal.data.modalities.text import TextPreprocessor
 from polymodal.data.modalities.video import VideoPreprocessor
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
@@ -47,6 +50,8 @@ def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPre
         return ImagePreprocessor(name, i.size, i.mean, i.std, i.max_pixels)
     if spec.kind == "text":
         t = data.text
+        if spec.role == "target":  # generated (a caption): references kept as written
+            return TargetTextPreprocessor(name, t.max_length, t.min_freq, t.max_vocab)
         if spec.transcribe:  # the speech in another column's audio files
             return TranscribedTextPreprocessor(
                 spec.transcribe,
@@ -57,6 +62,8 @@ def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPre
                 base_dir=data.manifest.parent,  # where fitting finds the train rows' files
             )
         return TextPreprocessor(name, t.tokenizer, t.max_length, t.min_freq, t.max_vocab)
+    if spec.kind == "number":
+        return NumberPreprocessor(name)
     if spec.kind == "tabular":
         numeric = spec.numeric if spec.categorical else schema.columns(name)
         return TabularPreprocessor(numeric, spec.categorical)
@@ -73,6 +80,8 @@ def _field_preprocessor(name: str, schema: Schema, data: DataConfig) -> FieldPre
         return SequencePreprocessor(name, data.sequence.max_length, base_dir)
     if spec.kind == "features":
         return FeaturesPreprocessor(name, base_dir)
+    if spec.kind == "answers":
+        return AnswersPreprocessor(name)
     return LabelPreprocessor(name, spec.labels)
 
 
@@ -81,6 +90,8 @@ _FROM_STATE = {
     "text": TextPreprocessor.from_state,
     "tabular": TabularPreprocessor.from_state,
     "label": LabelPreprocessor.from_state,
+    "number": NumberPreprocessor.from_state,
+    "answers": AnswersPreprocessor.from_state,
     "audio": AudioPreprocessor.from_state,
     "sequence": SequencePreprocessor.from_state,
     "video": VideoPreprocessor.from_state,
@@ -92,6 +103,8 @@ def _field_from_state(schema: Schema, name: str, state: dict[str, Any]) -> Field
     spec = schema.fields[name]
     if spec.transcribe:
         return TranscribedTextPreprocessor.from_state(spec.transcribe, state)
+    if spec.kind == "text" and spec.role == "target":
+        return TargetTextPreprocessor.from_state(name, state)
     return _FROM_STATE[spec.kind](name, state)
 
 
@@ -327,7 +340,7 @@ def prepare_data(
     seed: int = 0,
     preprocessor: Preprocessor | None = None,
     fitted: dict[str, FieldPreprocessor] | None = None,
-    targets: Sequence[str] = (),
+    targets: Sequence[str] | Mapping[str, str] = (),
     splits: Sequence[str] = SPLITS,
     cache_dir: Path | None = None,
     field_options: FieldOptions | None = None,

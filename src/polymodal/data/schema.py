@@ -17,7 +17,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FILE_KINDS = (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("video", VIDEO_SUFFIXES))
-TARGET_NAMES = ("label", "labels", "target", "class", "y", "answer")
+TARGET_NAMES = ("label", "labels", "target", "class", "y", "answer", "answers")
 IGNORED_COLUMNS = ("id", "split")
 NUMERIC_SHARE = 0.95  # a column with at least this share of numbers is numeric; the rest quarantine
 
@@ -90,13 +90,30 @@ def _is_step_value(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
-def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | None:
-    if not is_target and values and all(map(_is_series, values)):
+def _is_answers(value: Any) -> bool:
+    """A non-empty list of strings (the human answers to a question)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _infer_kind(name: str, values: list[Any], target: str | None) -> FieldSpec | None:
+    """The field a column's ``values`` make; ``target`` is the kind a task reads it as (None:
+    an input)."""
+    if target is None and values and all(map(_is_series, values)):
         return FieldSpec(kind="sequence")
+    if target == "text":  # generated text: one reference text or a list of them
+        return FieldSpec(kind="text", role="target")
+    if target == "answers" or (target and values and all(map(_is_answers, values))):
+        return FieldSpec(kind="answers", role="target")
     if not values or any(isinstance(v, list | dict) for v in values):
         return None
-    if is_target:
-        return FieldSpec(kind="label", role="target")
+    if target == "number" and sum(map(_is_number, values)) < NUMERIC_SHARE * len(values):
+        example = next(v for v in values if not _is_number(v))
+        raise DataError(
+            f"target column '{name}' holds values that are not numbers (e.g. {example!r}); "
+            "a regress task predicts a numeric column"
+        )
+    if target is not None:
+        return FieldSpec(kind=target, role="target")  # type: ignore[arg-type]
     if sum(_is_number(v) for v in values) >= NUMERIC_SHARE * len(values):
         return FieldSpec(kind="tabular", numeric=[name])
     texts = [str(v) for v in values]
@@ -110,15 +127,19 @@ def _infer_kind(name: str, values: list[Any], is_target: bool) -> FieldSpec | No
     return FieldSpec(kind="text")
 
 
-def infer_schema(rows: Iterable[Mapping[str, Any]], targets: Sequence[str] = ()) -> Schema:
+def infer_schema(
+    rows: Iterable[Mapping[str, Any]], targets: Sequence[str] | Mapping[str, str] = ()
+) -> Schema:
     """Guess each column's kind from its values.
 
     Image, audio and video paths (by suffix), numbers (numeric tabular; a column numeric in at
     least 95 % of its values is numeric, and the odd rows are quarantined when read), short
     low-cardinality strings (categorical tabular), other strings (text), lists of lists of
     numbers (a time series: sequence). The ``targets`` columns, or when none is given those
-    named like ``label`` or ``answer``, become classification targets; a named target in no row
-    is an error. ``id``, ``split`` and other nested values (flat lists, objects) are skipped.
+    named like ``label`` or ``answer``, become targets: of the kind ``targets`` maps them to,
+    else answers when they hold lists of strings (human answers), else classification labels;
+    a named target in no row is an error. ``id``, ``split`` and other nested values (flat
+    lists, objects) are skipped.
     """
     columns: dict[str, list[Any]] = {}
     for row in rows:
@@ -136,9 +157,10 @@ def infer_schema(rows: Iterable[Mapping[str, Any]], targets: Sequence[str] = ())
                 "data.target, or the task's target, to the column that holds the labels"
             )
     named = targets or [name for name in columns if name.lower() in TARGET_NAMES]
+    kinds = dict(named) if isinstance(named, Mapping) else dict.fromkeys(named, "label")
     fields = {}
     for name, values in columns.items():
-        spec = _infer_kind(name, values, name in named)
+        spec = _infer_kind(name, values, kinds.get(name))
         if spec is not None:
             fields[name] = spec
     return Schema(fields)

@@ -1,10 +1,13 @@
 """ShapeWorld: a seeded synthetic world of coloured shapes, with captions, questions, statements
 and, on request, a sound track.
 
-``generate`` draws scenes of one to three shapes and writes them as PNG files with two JSONL
-manifests. Each scene carries a statement whose label ("is it true of the image?") is a fair
-coin flip made apart from the image, and true and false statements share one distribution of
-texts, so only image and text together predict the label.
+``generate`` draws scenes of one to three shapes and writes them as PNG files with JSONL
+manifests: one row per scene, and its question, VQA and captioning views (see ``generate``).
+Each scene carries a statement whose label ("is it true of the image?") is a fair coin flip
+made apart from the image, and true and false statements share one distribution of texts, so
+only image and text together predict the label. ``count``, the number of shapes (1 to 3),
+is a number to regress, read off the scene: it draws nothing, so a seed's files are
+those of a generator without it but for that column.
 
 **Sound** (``sound=True``): each scene also gets a 1.5 s, 16 kHz mono wav in which its shapes
 sound in turn, left to right, one per half second: the timbre is the shape (circle: a sine,
@@ -145,8 +148,19 @@ def generate(
     sound: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Write out_dir/images/000000.png ..., out_dir/manifest.jsonl (one row per scene) and
-    out_dir/questions.jsonl (one row per question); return the manifest path.
+    """Write out_dir/images/000000.png ..., out_dir/manifest.jsonl (one row per scene: its
+    caption, statement, label, ``largest``, ``count``, objects and questions) and its views of
+    the same scenes and splits; return the manifest path.
+
+    - questions.jsonl: one row per question (``id``, ``scene``, ``split``, ``image``,
+      ``question``, ``answer``, ``type``).
+    - vqa.jsonl, the VQA view: one row per question with VQA v2's column names:
+      ``question_id``, ``split``, ``image``, ``scene``, ``question``, ``answer``,
+      ``question_type`` (colour, shape, count, existence, spatial) and ``answer_type`` ("yes/no",
+      "number", "other"; it follows from the answer, so it is for reports, not an input).
+    - captions.jsonl, the captioning view: one row per scene, ``id``, ``split``, ``image``,
+      ``caption`` (the scene's caption) and ``captions``: every wording of the scene's caption
+      (the caption's templates filled with its objects), the references to score against.
 
     The same arguments give byte-identical files. ``splits`` are the train/val/test fractions:
     val and test get ``round(n * fraction)`` scenes, train the rest, spread by the seeded rng.
@@ -168,6 +182,8 @@ def generate(
     with (
         manifest.open("w", encoding="utf-8", newline="\n") as scenes,
         (out / "questions.jsonl").open("w", encoding="utf-8", newline="\n") as questions,
+        (out / "vqa.jsonl").open("w", encoding="utf-8", newline="\n") as vqa,
+        (out / "captions.jsonl").open("w", encoding="utf-8", newline="\n") as captions,
     ):
         for i in indices:
             scene_id = f"{i:06d}"
@@ -177,6 +193,7 @@ def generate(
             if track is not None:
                 row = _before_objects(row, track.columns(row, objects))
             scenes.write(json.dumps(row) + "\n")
+            captions.write(json.dumps(_caption_view(row, objects)) + "\n")
             for k, question in enumerate(row["questions"]):
                 scope = {
                     "id": f"{scene_id}_q{k}",
@@ -185,7 +202,28 @@ def generate(
                     "image": row["image"],
                 }
                 questions.write(json.dumps({**scope, **question}) + "\n")
+                vqa.write(json.dumps(_vqa_view(row, scope["id"], question)) + "\n")
     return manifest
+
+
+def _vqa_view(row: dict[str, Any], question_id: str, question: dict[str, str]) -> dict[str, str]:
+    answer = question["answer"]
+    kind = "yes/no" if answer in ("yes", "no") else "number" if answer.isdigit() else "other"
+    return {
+        "question_id": question_id,
+        "split": row["split"],
+        "image": row["image"],
+        "scene": row["id"],
+        "question": question["question"],
+        "answer": answer,
+        "question_type": question["type"],
+        "answer_type": kind,
+    }
+
+
+def _caption_view(row: dict[str, Any], objects: list[SceneObject]) -> dict[str, Any]:
+    head = {key: row[key] for key in ("id", "split", "image", "caption")}
+    return {**head, "captions": captions(objects)}
 
 
 def _statement_weights(mix: dict[str, float] | None) -> list[float]:
@@ -274,6 +312,7 @@ def _scene_row(
         "label": "true" if truth else "false",
         "statement_type": kind,
         "largest": largest(objects),
+        "count": len(objects),
         "objects": [obj._asdict() for obj in objects],
         "questions": _questions(rng, objects),
     }
@@ -284,9 +323,14 @@ def _a(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _caption(rng: random.Random, objects: list[SceneObject]) -> str:
+def captions(objects: list[SceneObject]) -> list[str]:
+    """Every wording of a scene's caption: each of its templates, filled in."""
     phrases = [_a(f"{obj.size} {obj.colour} {obj.shape}") for obj in objects]
-    return rng.choice(_CAPTIONS[len(objects)]).format(*phrases)
+    return [template.format(*phrases) for template in _CAPTIONS[len(objects)]]
+
+
+def _caption(rng: random.Random, objects: list[SceneObject]) -> str:
+    return rng.choice(captions(objects))
 
 
 def _near_miss(rng: random.Random, objects: list[SceneObject]) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from polymodal.errors import DataError
 from polymodal.metrics.classification import f1_macro
+from polymodal.metrics.regression import REGRESSION_KEYS, target_scores
 from polymodal.metrics.retrieval import _query_ranks
 
 RESAMPLES = 1000
@@ -65,6 +66,7 @@ def bootstrap(
     """Percentile interval of ``statistic`` over ``resamples`` resamples of ``n`` examples.
 
     ``width`` is the temporary elements ``statistic`` needs per resample (default ``n``).
+    Resamples where the statistic is undefined (NaN) are left out.
     """
     if n < 1:
         raise ValueError("no examples to resample")
@@ -73,7 +75,7 @@ def bootstrap(
     chunks = _resamples(n, resamples, seed, width or n)
     values = np.concatenate([statistic(idx) for idx in chunks])
     tail = (1 - level) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
+    low, high = np.nanquantile(values, [tail, 1 - tail])  # NaN: undefined on that resample
     return Interval(float(estimate), float(low), float(high), level)
 
 
@@ -169,6 +171,80 @@ def retrieval_intervals(
     }
     mean_hits = np.mean(list(hits.values()), axis=0)  # per pair: its share of R@K hits
     out["mean_recall"] = bootstrap_mean(mean_hits, resamples, level, seed)
+    return out
+
+
+def _regression_statistics(
+    true: np.ndarray, pred: np.ndarray, weight: np.ndarray
+) -> dict[str, np.ndarray]:
+    """MAE, RMSE, Pearson and R² of each row of (R, n) arrays over the cells ``weight`` (0 or 1)
+    counts, as ``regression_scores`` (NaN where a row has no cell, or Pearson is undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        count = weight.sum(axis=1)
+        error = pred - true
+        residual = (weight * error**2).sum(axis=1)
+        true_c = true - (weight * true).sum(axis=1, keepdims=True) / count[:, None]
+        pred_c = pred - (weight * pred).sum(axis=1, keepdims=True) / count[:, None]
+        total = (weight * true_c**2).sum(axis=1)
+        spread = {
+            name: np.where(weight > 0, v, -np.inf).max(1) - np.where(weight > 0, v, np.inf).min(1)
+            for name, v in (("true", true), ("pred", pred))
+        }
+        varied = spread["true"] > 0
+        pearson = (weight * true_c * pred_c).sum(axis=1) / np.sqrt(
+            total * (weight * pred_c**2).sum(axis=1)
+        )
+        statistics = {
+            "mae": (weight * np.abs(error)).sum(axis=1) / count,
+            "rmse": np.sqrt(residual / count),
+            "pearson": np.where(varied & (spread["pred"] > 0), pearson, np.nan),
+            "r2": np.where(varied, 1 - residual / total, (residual == 0).astype(np.float64)),
+        }
+    return {name: np.where(count > 0, value, np.nan) for name, value in statistics.items()}
+
+
+def regression_intervals(
+    y_true: Any,
+    y_pred: Any,
+    present: Any,
+    names: Sequence[str],
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Intervals for "mae", "rmse", "pearson" and "r2" as ``target_scores`` reports them, from
+    (N, K) truth, prediction and presence mask: rows are resampled as units, each target scored
+    on the resampled rows that carry it, each metric averaged over the targets (those a resample
+    leaves undefined are skipped). With several targets "per_target" holds each one's."""
+    true, pred = (np.asarray(torch.as_tensor(v).cpu(), dtype=np.float64) for v in (y_true, y_pred))
+    mask = np.asarray(torch.as_tensor(present).cpu(), dtype=np.float64)
+    estimates = target_scores(true, pred, mask > 0, names)
+    targets = range(len(names))
+
+    def statistic(key: str, which: Sequence[int]) -> Statistic:
+        def values(idx: np.ndarray) -> np.ndarray:
+            per = [
+                _regression_statistics(true[idx, k], pred[idx, k], mask[idx, k])[key] for k in which
+            ]
+            stacked = np.stack(per)
+            defined = ~np.isnan(stacked)
+            total = np.where(defined, stacked, 0.0).sum(axis=0)
+            return np.where(defined.any(axis=0), total / np.maximum(defined.sum(axis=0), 1), np.nan)
+
+        return values
+
+    def intervals(scores: dict[str, Any], which: Sequence[int]) -> dict[str, Interval]:
+        return {
+            key: bootstrap(statistic(key, which), len(true), scores[key], resamples, level, seed)
+            for key in REGRESSION_KEYS
+            if scores.get(key) is not None
+        }
+
+    out: dict[str, Any] = intervals(estimates, targets)
+    if len(names) > 1:
+        out["per_target"] = {
+            name: intervals(estimates["per_target"][name], [k]) for k, name in enumerate(names)
+        }
     return out
 
 

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from polymodal.config import RunConfig, load_config
-from polymodal.data.dataset import read_all, workers_for
+from polymodal.data.dataset import workers_for
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
 from polymodal.data.sources import LINE_KEY, Row
@@ -35,14 +35,15 @@ from polymodal.evaluate.confidence import (
     Interval,
     classification_intervals,
     numeric_leaves,
+    regression_intervals,
     retrieval_intervals,
 )
-from polymodal.evaluate.run import read_split
-from polymodal.inference import batches
+from polymodal.evaluate.run import read_rows, read_split
+from polymodal.inference import batches, task_metrics
 from polymodal.io import atomic_write_text, write_json
 from polymodal.models.fusion import Attention
 from polymodal.models.model import MultimodalModel
-from polymodal.tasks import Classify, Retrieve, Task
+from polymodal.tasks import VQA, Caption, Classify, Regress, Retrieve, Task
 
 SAMPLES = 12  # test rows shown with their predictions
 QUERIES = 4  # retrieval queries shown with their top items
@@ -100,6 +101,10 @@ def _kept(task: Task, outputs: Any, batch: Batch) -> torch.Tensor:
     """Which rows of ``batch`` the task's ``collect`` keeps."""
     if isinstance(task, Classify):
         return batch.present[task.target]
+    if isinstance(task, Regress | VQA):
+        return task.kept(batch)
+    if isinstance(task, Caption):
+        return task.kept(outputs, batch)
     return outputs["query_present"] & outputs["gallery_present"]
 
 
@@ -415,6 +420,33 @@ def _samples(
     return Section("Sample predictions", [note, f'<div class="grid">{"".join(cards)}</div>'])
 
 
+def _caption_examples(
+    model: MultimodalModel,
+    task: Caption,
+    outputs: TaskOutputs,
+    examples: list[Example],
+    rows: dict[int, Row],
+    seed: int,
+) -> str:
+    """A dozen rows: the image, the generated text with its score, the references."""
+    generated, references = task.captions(outputs.collected), task.references(outputs.collected)
+    scores = outputs.collected["scores"].tolist()
+    lines = []
+    for i in _sample_rows(len(generated), SAMPLES, seed):
+        example = examples[outputs.rows[i]]
+        image = _input(model, task.image, example, rows.get(int(example[LINE_KEY]), {}))
+        listed = "".join(f"<li>{html.escape(text)}</li>" for text in references[i])
+        lines.append(
+            f"<tr><td>{image}</td><td><b>{html.escape(generated[i])}</b><br>"
+            f'<span class="name">score {scores[i]:.3f}</span></td><td><ul>{listed}</ul></td></tr>'
+        )
+    head = f"<th>{html.escape(task.image)}</th><th>generated</th><th>references</th>"
+    return (
+        f"<h3>Generated {html.escape(task.target)} beside the references</h3>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    )
+
+
 def _retrieval_examples(
     model: MultimodalModel,
     task: Retrieve,
@@ -592,23 +624,59 @@ def _efficiency(efficiency: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> 
     return Section("Efficiency", [Table(header, [[row.get(k) for k in header] for row in flat])])
 
 
-def _intervals(task: Task, outputs: TaskOutputs, resamples: int, seed: int) -> dict[str, Any]:
+def _slices(column: str, result: Mapping[str, Any]) -> Section:
+    """Per task, a table of every metric (with its interval, where there is one) per value."""
+    section = Section(f"Slices by {column}", [_note(f"{len(result)} values of column {column}")])
+    tasks = dict.fromkeys(name for part in result.values() for name in part["tasks"])
+    for task in tasks:
+        leaves = {}
+        for value, part in result.items():
+            flat = _flat(part["tasks"][task])  # numbers as reported (ints stay ints)
+            numbers = {path: flat[path] for path in numeric_leaves(part["tasks"][task])}
+            leaves[value] = numbers, _flat(part["intervals"].get(task, {}))
+        metrics = list(dict.fromkeys(path for numbers, _ in leaves.values() for path in numbers))
+        rows = []
+        for value, (numbers, bounds) in leaves.items():
+            cells = []
+            for path in metrics:
+                low, high = bounds.get(f"{path}.low"), bounds.get(f"{path}.high")
+                shown = _cell(numbers.get(path))
+                cells.append(f"{shown} [{_cell(low)}, {_cell(high)}]" if low is not None else shown)
+            rows.append([value, result[value]["rows"], *cells])
+        section.parts.append(Table(["value", "rows", *metrics], rows, f"{task} (95% CI)"))
+    return section
+
+
+def task_intervals(task: Task, outputs: TaskOutputs, resamples: int, seed: int) -> dict[str, Any]:
+    """Bootstrap intervals of a task's headline metrics, keyed as its metrics (none for a
+    task without them)."""
     collected = outputs.collected
     if isinstance(task, Classify):
         return classification_intervals(
             collected["targets"], collected["probs"], resamples, seed=seed
         )
-    assert isinstance(task, Retrieve)
+    if isinstance(task, Regress):
+        return regression_intervals(
+            collected["targets"],
+            collected["predicted"],
+            collected["present"],
+            task.targets,
+            resamples,
+            seed=seed,
+        )
+    if not isinstance(task, Retrieve):
+        return {}
     similarity = collected["query"] @ collected["gallery"].T
     directions = (f"{task.query}_to_{task.gallery}", f"{task.gallery}_to_{task.query}")
     return retrieval_intervals(similarity, directions=directions, resamples=resamples, seed=seed)
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """``value`` with every Interval as its dict."""
     if isinstance(value, Interval):
         return value.to_dict()
     if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     return value
 
 
@@ -642,11 +710,13 @@ def write_report(
     resamples: int = RESAMPLES,
     seed: int = 0,
     batch_size: int = 256,
+    slices: Mapping[str, Any] | None = None,
 ) -> Path:
     """Score RUN_DIR/best on ``split``; write RUN_DIR/report/ index.html, results.json, results.md.
 
     ``robustness`` is a robustness result (or {"tasks": {task: result}}); ``efficiency`` a dict
-    (or a list of dicts, one table row each). Both are shown and kept in results.json. Returns
+    (or a list of dicts, one table row each); ``slices`` the metrics per value of manifest
+    columns (``polymodal.evaluate.slices``). All are shown and kept in results.json. Returns
     the path of index.html.
     """
     run_dir = Path(run_dir)
@@ -656,17 +726,16 @@ def write_report(
     config = load_config(config_path)
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = read_split(config, model, split)
-    dataset = data.splits[split]
-    examples = read_all(dataset, data.quarantine, workers_for(config.data))
-    rows = {int(row[LINE_KEY]): row for row in data.index.rows(dataset.positions[dataset.keep])}
+    examples, rows = read_rows(data, split, workers_for(config.data))
     results = _read_json(run_dir / "results.json")
     outputs, weights = collect_outputs(model, examples, batch_size)
     with torch.no_grad():
         metrics = {
-            name: task.metrics(outputs[name].collected) for name, task in model.tasks.items()
+            name: task_metrics(task, outputs[name].collected) for name, task in model.tasks.items()
         }
     intervals = {
-        name: _intervals(task, outputs[name], resamples, seed) for name, task in model.tasks.items()
+        name: task_intervals(task, outputs[name], resamples, seed) if outputs[name].rows else {}
+        for name, task in model.tasks.items()
     }
     fusion_weights = mean_fusion_weights(model, weights)
     history = _read_jsonl(run_dir / "metrics.jsonl")
@@ -684,6 +753,10 @@ def write_report(
                 section.parts.append(
                     _retrieval_examples(model, task, outputs[name], examples, rows, seed)
                 )
+            elif isinstance(task, Caption):
+                section.parts.append(
+                    _caption_examples(model, task, outputs[name], examples, rows, seed)
+                )
             sections.append(section)
         if any(isinstance(task, Classify) for task in model.tasks.values()):
             sections.append(_samples(model, examples, rows, seed))
@@ -693,6 +766,7 @@ def write_report(
             sections += [_robustness(t, r) for t, r in robustness_tasks(robustness).items()]
         if efficiency:
             sections.append(_efficiency(efficiency))
+        sections += [_slices(column, result) for column, result in (slices or {}).items()]
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     title = f"polymodal report: {config.name}"
@@ -701,10 +775,11 @@ def write_report(
         "split": split,
         "rows": len(examples),
         "tasks": metrics,
-        "intervals": _json_ready(intervals),
+        "intervals": json_ready(intervals),
         "fusion_weights": fusion_weights,
         "robustness": robustness,
         "efficiency": efficiency,
+        "slices": slices,
     }
     write_json(out / "results.json", summary)
     markdown = [f"# {title}", *(s.markdown() for s in sections)]

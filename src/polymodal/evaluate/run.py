@@ -1,19 +1,23 @@
 """``polymodal eval RUN_DIR``: a run's best model scored on a split, with optional extras.
 
-Scores go to RUN_DIR/eval_SPLIT.json; ``robustness`` adds RUN_DIR/robustness.json and a plot
-per task (RUN_DIR/robustness_TASK.png), ``efficiency`` RUN_DIR/efficiency.json, and ``report``
-RUN_DIR/report/ (which shows the other two when they exist, computed now or earlier).
+Scores go to RUN_DIR/eval_SPLIT.json (with ``by``, also the scores per value of those manifest
+columns: "slices"); ``robustness`` adds RUN_DIR/robustness.json and a plot per task
+(RUN_DIR/robustness_TASK.png), ``efficiency`` RUN_DIR/efficiency.json, and ``report``
+RUN_DIR/report/ (which shows the other two when they exist, computed now or earlier, and the
+slices).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from polymodal.config import RunConfig, load_config
-from polymodal.data.dataset import workers_for
-from polymodal.data.pipeline import SPLITS, PreparedData, prepare_data
+from polymodal.data.dataset import read_all, workers_for
+from polymodal.data.pipeline import SPLITS, Example, PreparedData, prepare_data
+from polymodal.data.sources import LINE_KEY, Row
 from polymodal.errors import DataError
 from polymodal.inference import evaluate_model
 from polymodal.io import write_json
@@ -31,8 +35,13 @@ def evaluate_run(
     report: bool = False,
     reference: str | Path | None = None,
     seed: int = 0,
+    by: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Load RUN_DIR/config.yaml and RUN_DIR/best, score ``split``, write RUN_DIR/eval_SPLIT.json."""
+    """Load RUN_DIR/config.yaml and RUN_DIR/best, score ``split``, write RUN_DIR/eval_SPLIT.json.
+
+    ``by`` names manifest columns whose every value is scored on its own rows ("slices"; see
+    ``polymodal.evaluate.slices``), with bootstrap intervals seeded with ``seed``.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -40,11 +49,18 @@ def evaluate_run(
     config = load_config(config_path)
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = read_split(config, model, split)
+    if by:
+        from polymodal.evaluate.slices import check_columns, evaluate_slices
+
+        check_columns(by, data.index.columns, config.data.manifest)
     scores: dict[str, Any] = {
         "split": split,
         "rows": len(data.splits[split]),
         "tasks": evaluate_model(model, data.splits[split], workers=workers_for(config.data)),
     }
+    if by:
+        examples, rows = read_rows(data, split, workers_for(config.data))
+        scores["slices"] = evaluate_slices(model, examples, rows, by, seed=seed)
     write_json(run_dir / f"eval_{split}.json", scores)
     if robustness:
         from polymodal.evaluate.report import robustness_figure, robustness_tasks
@@ -71,6 +87,7 @@ def evaluate_run(
                 efficiency=_saved(run_dir / EFFICIENCY_FILE),
                 split=split,
                 seed=seed,
+                slices=scores.get("slices"),
             )
         )
     return scores
@@ -94,3 +111,14 @@ def read_split(config: RunConfig, model: MultimodalModel, split: str) -> Prepare
     if not len(data.splits[split]):
         raise DataError(f"split '{split}' has no rows; splits: {', '.join(SPLITS)}")
     return data
+
+
+def read_rows(
+    data: PreparedData, split: str, workers: int = 0
+) -> tuple[list[Example], dict[int, Row]]:
+    """Every good example of ``split`` (bad rows go to the data's quarantine), and the
+    manifest row of each by its line."""
+    dataset = data.splits[split]
+    examples = read_all(dataset, data.quarantine, workers)
+    rows = {int(row[LINE_KEY]): row for row in data.index.rows(dataset.positions[dataset.keep])}
+    return examples, rows

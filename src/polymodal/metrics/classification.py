@@ -1,4 +1,4 @@
-"""Classification, calibration, regression and sentiment metrics (numpy; lists and tensors work).
+"""Classification and calibration metrics (numpy; lists and tensors work).
 
 Labels are integer class indices. A function returning one number raises ValueError where that
 number is undefined (AUROC with one class in truth, say); the ``*_scores`` dictionaries hold
@@ -310,70 +310,3 @@ def classification_scores(y_true: Any, probs: Any) -> dict[str, Any]:
         result["average_precision_macro"] = _none_if_nan(ap)
     result[f"ece_{ECE_BINS}"] = _ece(true, probabilities, ECE_BINS)
     return result
-
-
-def _values(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Both vectors as finite 1-D float64 arrays of equal, non-zero length."""
-    arrays = []
-    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
-        array = _to_numpy(values)
-        if array.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        arrays.append(array)
-    true, pred = arrays
-    if len(true) != len(pred):
-        raise ValueError(f"y_true has {len(true)} values but y_pred has {len(pred)}")
-    if len(true) == 0:
-        raise ValueError("no examples to score: y_true and y_pred are empty")
-    return true, pred
-
-
-def regression_scores(y_true: Any, y_pred: Any) -> dict[str, float | None]:
-    """Mean absolute error, root mean squared error and Pearson correlation ("mae", "rmse",
-    "pearson"; the last None when either vector is constant)."""
-    true, pred = _values(y_true, y_pred)
-    error = pred - true
-    true_centred, pred_centred = true - true.mean(), pred - pred.mean()
-    scale = np.sqrt(np.sum(true_centred**2) * np.sum(pred_centred**2))
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "pearson": float(np.sum(true_centred * pred_centred) / scale) if scale > 0 else None,
-    }
-
-
-def _weighted_f1(true: np.ndarray, pred: np.ndarray) -> float:
-    """Count-weighted F1 of two boolean vectors (sklearn's f1_score(average="weighted"))."""
-    matrix = _confusion(true.astype(np.int64), pred.astype(np.int64), 2)
-    return _precision_recall_f1(matrix, "weighted")["f1"]
-
-
-def sentiment_scores(y_true: Any, y_pred: Any) -> dict[str, float | None]:
-    """CMU-MOSI/MOSEI sentiment metrics from scores in [-3, 3], as MMSA's ``metricsTop``.
-
-    "acc2_non_negative" / "f1_non_negative": >= 0 against < 0, zero counting as positive.
-    "acc2_non_zero" / "f1_non_zero": examples whose truth is 0 left out, then > 0 against
-    <= 0 (None if every truth is 0). Both F1s are weighted by class count, as MMSA's
-    f1_score(average="weighted"). "acc5" / "acc7": both vectors clipped to [-2, 2] / [-3, 3]
-    and rounded half to even (np.round); clipping and rounding commute at integer bounds.
-    Also the ``regression_scores``.
-    """
-    true, pred = _values(y_true, y_pred)
-    scores: dict[str, float | None] = {
-        "acc2_non_negative": float(np.mean((true >= 0) == (pred >= 0))),
-        "f1_non_negative": _weighted_f1(true >= 0, pred >= 0),
-        "acc2_non_zero": None,
-        "f1_non_zero": None,
-    }
-    non_zero = true != 0
-    if non_zero.any():
-        true_sign, pred_sign = true[non_zero] > 0, pred[non_zero] > 0
-        scores["acc2_non_zero"] = float(np.mean(true_sign == pred_sign))
-        scores["f1_non_zero"] = _weighted_f1(true_sign, pred_sign)
-    for classes, bound in ((5, 2.0), (7, 3.0)):
-        same = np.round(np.clip(true, -bound, bound)) == np.round(np.clip(pred, -bound, bound))
-        scores[f"acc{classes}"] = float(np.mean(same))
-    return {**scores, **regression_scores(true, pred)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from polymodal.config import (
     ENCODER_TYPES,
     TRANSFER_OPTIONS,
     EncoderConfig,
+    FusedTask,
     ModelConfig,
     default_encoder,
 )
@@ -56,6 +58,7 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(sorted(encoders.items())))
         self.fusion = fusion
         self.tasks = nn.ModuleDict(tasks)
+        self.fused_inputs = fused_inputs(config, list(self.encoders))
         # field -> its frozen encoder's features, computed once (polymodal.models.precompute)
         self.precomputed: dict[str, FeatureStore] = {}
         for name in self.frozen:
@@ -83,10 +86,9 @@ class MultimodalModel(nn.Module):
         an encoder still transfers (``init_from``) between models that read other outputs.
         """
         reads: dict[str, set[str]] = {name: set() for name in self.encoders}
-        if self.fusion is not None:
-            fused = "tokens" if self.config.fusion.type in TOKEN_FUSIONS else "pooled"
-            for outputs in reads.values():
-                outputs.add(fused)
+        fused = "tokens" if self.config.fusion.type in TOKEN_FUSIONS else "pooled"
+        for name in set().union(*self.fused_inputs.values()):
+            reads[name].add(fused)
         for task in self.tasks.values():
             for name, outputs in task.encoder_outputs().items():
                 reads[name] |= outputs
@@ -122,8 +124,23 @@ class MultimodalModel(nn.Module):
         """Each task's outputs, keyed by task name."""
         encoded = self.encode(batch)
         present = {name: batch.present[name] for name in self.encoders}
-        fused = self.fusion(encoded, present) if self.fusion is not None else None
-        return {name: task(fused, encoded, present) for name, task in self.tasks.items()}
+        fused = self.fuse(encoded, present)
+        return {name: task(fused.get(name), encoded, present) for name, task in self.tasks.items()}
+
+    def fuse(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Each fusion task's fused vector, of the inputs fused for it (``fused_inputs``; the
+        others count as absent), computed once per set of inputs."""
+        if not self.fused_inputs:
+            return {}
+        assert self.fusion is not None
+        by_inputs: dict[tuple[str, ...], torch.Tensor] = {}
+        for inputs in self.fused_inputs.values():
+            if inputs not in by_inputs:
+                shown = {n: p if n in inputs else torch.zeros_like(p) for n, p in present.items()}
+                by_inputs[inputs] = self.fusion(encoded, shown)
+        return {name: by_inputs[inputs] for name, inputs in self.fused_inputs.items()}
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the task losses, and each task's loss value."""
@@ -205,6 +222,24 @@ def _build_encoder(name: str, kind: str, config: EncoderConfig, given: dict[str,
     return make(**args, **options)
 
 
+def fused_inputs(config: ModelConfig, inputs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The inputs fused for each task on the fusion, by task name: the task's ``inputs``, each
+    a model input, else every one of ``inputs``."""
+    fused = {}
+    for i, task in enumerate(config.tasks):
+        if not TASKS[task.type].uses_fusion:
+            continue
+        chosen = task.inputs if isinstance(task, FusedTask) and task.inputs else inputs
+        unknown = sorted(set(chosen) - set(inputs))
+        if unknown:
+            raise ConfigError(
+                f"model.tasks.{i}.inputs: {', '.join(unknown)} not among the model inputs "
+                f"({', '.join(inputs)}); name some of them, or null for all"
+            )
+        fused[task.name] = tuple(sorted(chosen))
+    return fused
+
+
 def build_model(
     config: ModelConfig, preprocessor: Preprocessor, saved: Path | None = None
 ) -> MultimodalModel:
@@ -238,8 +273,10 @@ def build_model(
         raise ConfigError(f"model.encoders: {unknown} are not model inputs ({', '.join(inputs)})")
 
     fusion = None
-    if any(TASKS[task.type].uses_fusion for task in config.tasks):
-        dims = {name: enc.output_dim for name, enc in encoders.items()}
+    fused = fused_inputs(config, inputs)
+    if fused:  # over the inputs fused for some task
+        read = set().union(*fused.values())
+        dims = {name: enc.output_dim for name, enc in encoders.items() if name in read}
         fusion = make_fusion(config.fusion, dims)
     encoder_dims = {name: encoder.output_dim for name, encoder in encoders.items()}
     fused_dim = fusion.output_dim if fusion is not None else None

@@ -2,9 +2,18 @@
 ``type`` to the class that ``from_config`` builds it."""
 
 from polymodal.tasks.base import Task, TaskContext
+from polymodal.tasks.caption import Caption
 from polymodal.tasks.classify import Classify
+from polymodal.tasks.regress import Regress
 from polymodal.tasks.retrieve import Retrieve
+from polymodal.tasks.vqa import VQA
 
-TASKS: dict[str, type[Task]] = {"classify": Classify, "retrieve": Retrieve}
+TASKS: dict[str, type[Task]] = {
+    "classify": Classify,
+    "retrieve": Retrieve,
+    "vqa": VQA,
+    "regress": Regress,
+    "caption": Caption,
+}
 
-__all__ = ["TASKS", "Classify", "Retrieve", "Task", "TaskContext"]
+__all__ = ["TASKS", "VQA", "Caption", "Classify", "Regress", "Retrieve", "Task", "TaskContext"]

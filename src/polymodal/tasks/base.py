@@ -73,6 +73,10 @@ class Task(nn.Module, ABC):
         present: dict[str, torch.Tensor],
     ) -> Any: ...
 
+    def describe(self) -> list[str]:
+        """Lines a training run logs about the built task (what it fitted from the data)."""
+        return []
+
     def encoder_outputs(self) -> dict[str, set[str]]:
         """What the head reads of the encoders' outputs itself: field -> {"tokens", "pooled"}
         (none for a head on the fused vector)."""

@@ -133,6 +133,9 @@ def run_training(
     seed_everything(config.seed)
     pretrained.check_preprocessing(config.model, data.preprocessor)
     model = build_model(config.model, data.preprocessor)
+    for task in model.tasks.values() if dist.is_main else ():
+        for line in task.describe():
+            log(line)
     for name in load_encoders(model) if checkpoint is None else ():
         frozen = " (frozen)" if name in model.frozen else ""
         log(f"encoder '{name}' starts from {config.model.encoders[name].init_from}{frozen}")

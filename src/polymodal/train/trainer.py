@@ -22,7 +22,7 @@ from polymodal.data.dataset import RowDataset, available_cpus, loader, workers_f
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError, DataError
-from polymodal.inference import evaluate_model, main_score
+from polymodal.inference import evaluate_model, main_score, selection_weights
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
 from polymodal.train.checkpoint import CheckpointKeeper, capture_rng, load_state, restore_rng
@@ -183,6 +183,7 @@ class Trainer:
                 f"train.batch_size {cfg.batch_size} must divide by the {dist.world_size} "
                 "processes (it is the global batch)"
             )
+        selection_weights(self.model, cfg.select)  # a task name it does not know: an error now
         if dist.device.type == "cpu":
             torch.set_num_threads(choose_threads(self.workers, cfg.threads))
             self.log(
@@ -289,7 +290,7 @@ class Trainer:
                     f"{epoch} was bad; quarantined: {counts or 'none'})"
                 )
             val = self._validate()
-            score = main_score(val, model) if val else None
+            score = main_score(val, model, cfg.select) if val else None
             loss_sum, rows = sum_over_ranks([state.loss_sum, state.rows])
             record = {
                 "epoch": epoch,
