@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from study import Study, markdown, subsets
+from study import Study, add_study_options, markdown, subsets
 
 from polymodal.config import PretrainedEncoderConfig, RetrieveConfig, RunConfig
 from polymodal.data.shapeworld import generate
@@ -178,7 +178,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--work", type=Path, default=None)
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         manifest = work / "shapeworld" / "manifest.jsonl"
