@@ -15,7 +15,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from study import Study, markdown
+from study import Study, add_study_options, markdown
 
 from polymodal.data.driving import bayes_accuracy, generate
 
@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fusions", default="gated,low_rank_tensor,graph")
     parser.add_argument("--work", type=Path, default=None)
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         manifest = generate(work / "driving", n=args.rows, seed=args.seed)

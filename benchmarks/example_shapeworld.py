@@ -5,7 +5,10 @@ Generates ShapeWorld with its sound track and trains, on one split:
 
 - ``trimodal``: the packaged ``shapeworld_trimodal`` config on every subset of image,
   statement and sound (the label needs all three; any two stay at 0.75, answering "false"),
-  each run within ``--trimodal-minutes`` if given (``train.max_minutes``);
+  each run within ``--trimodal-minutes`` if given (``train.max_minutes``). The image encoder
+  starts from an image <-> caption retrieval model and the sound encoder from a sound <-> image
+  retrieval model, both frozen and precomputed (``retrieval_encoders``): one bit per scene
+  teaches them too slowly from scratch;
 - ``missing``: the packaged ``shapeworld_largest`` config (the largest shape, carried by each
   modality alone) with ``train.modality_dropout`` as packaged and without it, each scored
   with all inputs and with one modality absent from every test row;
@@ -26,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from study import Study, markdown, subsets
+from study import Study, add_study_options, markdown, subsets
 
 from polymodal.config import PretrainedEncoderConfig, RetrieveConfig, RunConfig
 from polymodal.data.shapeworld import generate
@@ -175,7 +178,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--work", type=Path, default=None)
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         manifest = work / "shapeworld" / "manifest.jsonl"

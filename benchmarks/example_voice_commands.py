@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from study import Study, markdown
+from study import Study, add_study_options, markdown
 
 from polymodal.config import FieldSpec, RetrieveConfig, TransformerEncoderConfig
 from polymodal.data.transcribe import transcribe_manifest
@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--whisper-clips", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         manifest = work / "voice_commands" / "manifest.jsonl"

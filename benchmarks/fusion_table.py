@@ -23,7 +23,7 @@ from typing import Any
 
 from example_shapeworld import retrieval_encoders, start_from_retrieval
 from machine import load_average, machine, write_report
-from study import Study, markdown
+from study import Study, add_study_options, markdown
 
 from polymodal.data.driving import generate as generate_driving
 from polymodal.data.shapeworld import generate as generate_shapeworld
@@ -95,7 +95,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="400 rows, 1 epoch, 3 fusions")
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     rows, epochs = (400, 1) if args.quick else (args.rows, args.epochs)
     fusions = ["concat", "gated", "graph"] if args.quick else sorted(FUSIONS)
     start = time.perf_counter()

@@ -10,17 +10,19 @@ README section reports, and write ``docs/examples/NAME.json`` and ``docs/example
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import platform
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+import yaml
 
-from polymodal.config import RunConfig, task_targets
+from polymodal.config import RunConfig, dump_config, task_targets
 from polymodal.data.dataset import read_all
 from polymodal.data.pipeline import PreparedData, prepare_data
 from polymodal.demo import packaged_config
@@ -28,9 +30,50 @@ from polymodal.inference import evaluate_model
 from polymodal.models.encoders.pretrained import field_options
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import set_quiet
-from polymodal.train.run import RunResult, run_training
+from polymodal.train.run import run_training
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "examples"
+STUDY_FILE = "study.json"  # what a finished run reported, beside its results.json
+
+
+def add_study_options(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--reuse``, which ``Study.configure`` applies."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of every run (train.threads); 1 on a machine busy with other work,"
+        " where two threads spin-wait on each other",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read back a run of --work that finished with the same config instead of training"
+        " it again",
+    )
+
+
+class Trained(NamedTuple):
+    """A finished run: its folder, its saved model and its test scores."""
+
+    run_dir: Path
+    model_dir: Path
+    test: dict[str, Any]
+
+
+def _same_run(run_dir: Path, config: RunConfig) -> bool:
+    """``run_dir`` holds a finished run of ``config`` (``train.threads`` aside: it changes
+    only the speed)."""
+
+    def settings(text: str) -> dict[str, Any]:
+        loaded = yaml.safe_load(text)
+        loaded["train"].pop("threads", None)
+        return loaded
+
+    saved = run_dir / "config.yaml"
+    return (run_dir / STUDY_FILE).is_file() and settings(saved.read_text()) == settings(
+        dump_config(config)
+    )
 
 
 def subsets(fields: Sequence[str]) -> list[list[str]]:
@@ -43,11 +86,22 @@ def subsets(fields: Sequence[str]) -> list[list[str]]:
 
 
 class Study:
-    """Variants of one packaged config, trained on one prepared data set under ``work``."""
+    """Variants of one packaged config, trained on one prepared data set under ``work``.
+
+    ``threads`` and ``reuse`` (set from the command line by ``configure``) hold for every study
+    of a script."""
+
+    threads: ClassVar[int | None] = None
+    reuse: ClassVar[bool] = False
+
+    @classmethod
+    def configure(cls, args: argparse.Namespace) -> None:
+        cls.threads, cls.reuse = args.threads, args.reuse
 
     def __init__(self, config: str, manifest: Path, work: Path, seed: int = 0) -> None:
         set_quiet(True)
         self.base = packaged_config(config, manifest, work / "runs", seed=seed)
+        self.base.train.threads = self.threads
         self.prepared: dict[str, PreparedData] = {}
         self.data: PreparedData | None = None  # what the last run read
         self.results: dict[str, Any] = {}
@@ -94,25 +148,35 @@ class Study:
         self.data = self.prepared[key]
         return self.data
 
-    def train(self, config: RunConfig) -> RunResult:
-        """Train ``config`` on the shared data; report its test scores, time and size."""
-        data = self.prepare(config)
-        start = time.perf_counter()
-        run = run_training(config, lambda message: None, data=data, overwrite=True)
-        model = MultimodalModel.from_pretrained(run.model_dir)
-        self.results[config.name] = {
-            "inputs": model.inputs,
-            "fusion": config.model.fusion.type,
-            "test": run.test,
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
-        print(f"{config.name}: {_main(run.test)} in {self.results[config.name]['train_seconds']} s")
-        return run
+    def train(self, config: RunConfig) -> Trained:
+        """Train ``config`` on the shared data (with ``reuse``, read back a finished run of
+        the same config); report its test scores, time and size."""
+        run_dir = config.train.out_dir / config.name
+        if self.reuse and _same_run(run_dir, config):
+            self.results[config.name] = json.loads((run_dir / STUDY_FILE).read_text())
+            print(f"{config.name}: {_main(self.results[config.name]['test'])} (reused)")
+        else:
+            data = self.prepare(config)
+            start = time.perf_counter()
+            run = run_training(config, lambda message: None, data=data, overwrite=True)
+            model = MultimodalModel.from_pretrained(run.model_dir)
+            self.results[config.name] = {
+                "inputs": model.inputs,
+                "fusion": config.model.fusion.type,
+                "test": run.test,
+                "train_seconds": round(time.perf_counter() - start, 1),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+            (run_dir / STUDY_FILE).write_text(json.dumps(self.results[config.name]) + "\n")
+            seconds = self.results[config.name]["train_seconds"]
+            print(f"{config.name}: {_main(run.test)} in {seconds} s")
+        return Trained(run_dir, run_dir / "best", self.results[config.name]["test"])
 
-    def without(self, run: RunResult, fields: Iterable[str]) -> dict[str, Any]:
+    def without(self, run: Trained, fields: Iterable[str]) -> dict[str, Any]:
         """Test scores with each of ``fields`` absent from every test row, in turn."""
         model = MultimodalModel.from_pretrained(run.model_dir)
+        if self.data is None:  # every run was reused
+            self.prepare(self.base)
         assert self.data is not None
         examples = read_all(self.data.splits["test"], self.data.quarantine)
         scores = {}
