@@ -30,6 +30,7 @@ from polymodal.inference import evaluate_model
 from polymodal.models.encoders.pretrained import field_options
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import set_quiet
+from polymodal.tasks import TASKS
 from polymodal.train.run import run_training
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -206,9 +207,11 @@ class Study:
 
 
 def _main(test: dict[str, dict[str, Any]]) -> str:
+    """Each task's main metric (its task class names it), for the progress line."""
     parts = []
     for task, scores in test.items():
-        key = "accuracy" if "accuracy" in scores else next(iter(scores))
+        main = {cls.main_metric for cls in TASKS.values()} & set(scores)
+        key = main.pop() if main else next(iter(scores))
         parts.append(f"{task} {key} {scores[key]}")
     return ", ".join(parts)
 
