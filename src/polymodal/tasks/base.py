@@ -94,3 +94,26 @@ class Task(nn.Module, ABC):
     @abstractmethod
     def postprocess(self, outputs: Any, index: int) -> dict[str, Any]:
         """One row's prediction as JSON-ready values."""
+
+
+class FusedHead(Task):
+    """A task whose outputs come from an MLP head on the fused vector (hidden width,
+    ReLU, dropout): classification, regression, VQA."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        assert fused is not None
+        return self.head(fused)

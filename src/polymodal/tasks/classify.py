@@ -6,16 +6,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from polymodal.config import ClassifyConfig
 from polymodal.data.schema import Batch
 from polymodal.metrics.classification import classification_scores
-from polymodal.models.encoders.base import Encoded
-from polymodal.tasks.base import Task, TaskContext, check_field
+from polymodal.tasks.base import FusedHead, TaskContext, check_field
 
 
-class Classify(Task):
+class Classify(FusedHead):
     """MLP head -> logits; cross-entropy (optionally label-smoothed) over rows with a label."""
 
     main_metric = "accuracy"
@@ -29,16 +27,10 @@ class Classify(Task):
         dropout: float = 0.1,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(in_dim, hidden, len(labels), dropout)
         self.target = target
         self.label_smoothing = label_smoothing
         self.labels = list(labels)
-        self.head = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, len(labels)),
-        )
 
     @classmethod
     def from_config(cls, config: ClassifyConfig, context: TaskContext) -> Classify:
@@ -52,15 +44,6 @@ class Classify(Task):
             config.dropout,
             config.label_smoothing,
         )
-
-    def forward(
-        self,
-        fused: torch.Tensor | None,
-        encoded: dict[str, Encoded],
-        present: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        assert fused is not None
-        return self.head(fused)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         keep = batch.present[self.target]

@@ -6,17 +6,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from polymodal.config import RegressConfig, RegressionLoss
 from polymodal.data.modalities.number import NumberPreprocessor
 from polymodal.data.schema import Batch
 from polymodal.metrics.regression import target_scores
-from polymodal.models.encoders.base import Encoded
-from polymodal.tasks.base import Task, TaskContext, check_field
+from polymodal.tasks.base import FusedHead, TaskContext, check_field
 
 
-class Regress(Task):
+class Regress(FusedHead):
     """MLP head -> one value per target in standard units (each target's train mean and
     standard deviation); the loss (squared, Huber or absolute error) is the mean over the
     (row, target) cells that carry a value, so a row lacking one target still trains the others.
@@ -41,18 +39,12 @@ class Regress(Task):
         huber_delta: float = 1.0,
         sentiment: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(in_dim, hidden, len(targets), dropout)
         self.targets = list(targets)
         self.loss_name, self.huber_delta, self.sentiment = loss, huber_delta, sentiment
         # the fitted statistics come with the preprocessor, so they are not saved as weights
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float64), persistent=False)
-        self.head = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, len(targets)),
-        )
 
     @classmethod
     def from_config(cls, config: RegressConfig, context: TaskContext) -> Regress:
@@ -74,15 +66,6 @@ class Regress(Task):
             config.huber_delta,
             config.sentiment,
         )
-
-    def forward(
-        self,
-        fused: torch.Tensor | None,
-        encoded: dict[str, Encoded],
-        present: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        assert fused is not None
-        return self.head(fused)
 
     def _targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K) standardised targets (0 where absent) and the (B, K) mask of present ones."""

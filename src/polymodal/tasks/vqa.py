@@ -6,20 +6,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from polymodal.config import VQAConfig
 from polymodal.data.modalities.answers import AnswersPreprocessor
 from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError
 from polymodal.metrics.vqa import mean_accuracy
-from polymodal.models.encoders.base import Encoded
-from polymodal.tasks.base import Task, TaskContext, check_field
+from polymodal.tasks.base import FusedHead, TaskContext, check_field
 
 TOP_ANSWERS = 5  # answers, with their scores, in a prediction
 
 
-class VQA(Task):
+class VQA(FusedHead):
     """MLP head -> one logit per vocabulary answer; binary cross-entropy against each row's
     VQA v2 soft scores (``polymodal.data.modalities.answers``), over rows with answers.
 
@@ -39,16 +37,10 @@ class VQA(Task):
         hidden: int = 512,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(in_dim, hidden, len(answers), dropout)
         self.target = target
         self.answers = list(answers)
         self.coverage = coverage
-        self.head = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, len(answers)),
-        )
 
     @classmethod
     def from_config(cls, config: VQAConfig, context: TaskContext) -> VQA:
@@ -75,15 +67,6 @@ class VQA(Task):
             f"answers '{self.target}': the {len(self.answers)} most frequent cover "
             f"{self.coverage:.1%} of the train questions"
         ]
-
-    def forward(
-        self,
-        fused: torch.Tensor | None,
-        encoded: dict[str, Encoded],
-        present: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        assert fused is not None
-        return self.head(fused)
 
     def answer_scores(self, batch: Batch) -> torch.Tensor:
         """(B, answers, 2) float64: each answer's VQA score and whether it is the consensus."""
