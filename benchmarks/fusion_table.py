@@ -68,7 +68,7 @@ def run(
     return scores
 
 
-def table(scores: dict[str, dict[str, Any]], rows: int, epochs: int) -> str:
+def table(scores: dict[str, dict[str, Any]], rows: int, epochs: int, threads: int | None) -> str:
     header = ["fusion"]
     for task in TASKS:
         header += [f"{task} accuracy", f"{task} parameters", f"{task} seconds"]
@@ -79,11 +79,13 @@ def table(scores: dict[str, dict[str, Any]], rows: int, epochs: int) -> str:
             s = by_task[task]
             line += [s["accuracy"], f"{s['parameters']:,}", f"{s['train_seconds']:.0f}"]
         body.append(line)
+    threads_used = threads or "as many as are free"
     intro = (
         f"Every fusion method, {rows} generated rows per data set, {epochs} epochs, test split "
         "accuracy; parameters of the whole model; training seconds on the machine in "
-        f"{RESULTS}. On ShapeWorld the image and sound encoders start from retrieval models "
-        "and stay frozen (see the script). Reproduce: `python benchmarks/fusion_table.py`."
+        f"{RESULTS}, torch threads per run: {threads_used}. On ShapeWorld the image and sound "
+        "encoders start from retrieval models and stay frozen (see the script). Reproduce: "
+        "`python benchmarks/fusion_table.py`."
     )
     return f"# Fusion methods compared\n\n{intro}\n\n" + markdown(header, body)
 
@@ -105,8 +107,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         scores = run(work, rows, epochs, args.seed, fusions, report)
-        report.update({"rows": rows, "epochs": epochs, "seed": args.seed, "scores": scores})
-        text = table(scores, rows, epochs)
+        report.update({"rows": rows, "epochs": epochs, "seed": args.seed, "threads": args.threads})
+        report["scores"] = scores
+        text = table(scores, rows, epochs, args.threads)
         print(text)
         if args.quick:  # a smoke run: its numbers stay in the work folder
             write_report(report, start, work / "fusion_table.json")
