@@ -324,12 +324,18 @@ def check_columns(schema: Schema, index: ManifestIndex) -> None:
     """
     for name in schema.fields:
         for column in schema.columns(name):
-            if column not in index.columns:
-                raise ConfigError(
-                    f"data.fields.{name}: column '{column}' has no value in any row of "
-                    f"{index.path}{did_you_mean(column, index.columns)} (the manifest's "
-                    f"columns: {', '.join(index.columns)})"
-                )
+            require_column(index, column, f"data.fields.{name}")
+
+
+def require_column(index: ManifestIndex, column: str, where: str) -> None:
+    """A ConfigError naming ``where``, the closest column and every column, unless some row
+    of the manifest holds a value in ``column``."""
+    if column not in index.columns:
+        raise ConfigError(
+            f"{where}: column '{column}' has no value in any row of "
+            f"{index.path}{did_you_mean(column, index.columns)} (the manifest's "
+            f"columns: {', '.join(index.columns)})"
+        )
 
 
 INFER_ROWS = 10_000  # an inferred schema looks at the first train rows, at most this many

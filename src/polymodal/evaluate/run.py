@@ -50,9 +50,11 @@ def evaluate_run(
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = read_split(config, model, split)
     if by:
-        from polymodal.evaluate.slices import check_columns, evaluate_slices
+        from polymodal.data.pipeline import require_column
+        from polymodal.evaluate.slices import evaluate_slices
 
-        check_columns(by, data.index.columns, config.data.manifest)
+        for column in by:
+            require_column(data.index, column, f"--by {column}")
     scores: dict[str, Any] = {
         "split": split,
         "rows": len(data.splits[split]),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,6 @@ import torch
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import is_absent
 from polymodal.data.sources import LINE_KEY, Row
-from polymodal.errors import ConfigError, did_you_mean
 from polymodal.evaluate.confidence import RESAMPLES
 from polymodal.evaluate.report import TaskOutputs, collect_outputs, json_ready, task_intervals
 from polymodal.inference import eval_mode, task_metrics
@@ -36,17 +34,6 @@ def slice_key(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
-
-
-def check_columns(columns: Sequence[str], available: Sequence[str], manifest: Path) -> None:
-    """A ConfigError naming a column that no row of the manifest has."""
-    for column in columns:
-        if column not in available:
-            raise ConfigError(
-                f"--by {column}: no row of {manifest} has a column '{column}'"
-                f"{did_you_mean(column, list(available))} (the manifest's columns: "
-                f"{', '.join(available)})"
-            )
 
 
 def _ordered(keys: Sequence[str]) -> list[str]:
