@@ -16,7 +16,7 @@ from typing import Any
 
 from polymodal.config import RunConfig, load_config
 from polymodal.data.dataset import read_all, workers_for
-from polymodal.data.pipeline import SPLITS, Example, PreparedData, prepare_data
+from polymodal.data.pipeline import SPLITS, Example, PreparedData, prepare_data, require_column
 from polymodal.data.sources import LINE_KEY, Row
 from polymodal.errors import DataError
 from polymodal.inference import evaluate_model
@@ -50,7 +50,6 @@ def evaluate_run(
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = read_split(config, model, split)
     if by:
-        from polymodal.data.pipeline import require_column
         from polymodal.evaluate.slices import evaluate_slices
 
         for column in by:
