@@ -16,6 +16,7 @@ Writes ``docs/examples/shapeworld_multitask.json`` (every test score, time and s
 and multitask, and their difference.
 
     python benchmarks/example_multitask.py [--rows 8000] [--epochs N] [--seed 0] [--work DIR]
+        [--threads N] [--reuse]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from example_shapeworld import freeze
-from study import Study, markdown
+from study import Study, add_study_options, markdown
 
 from polymodal.config import FusedTask, RetrieveConfig, RunConfig, TaskConfig
 from polymodal.data.shapeworld import generate
@@ -102,7 +103,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
+    add_study_options(parser)
     args = parser.parse_args()
+    Study.configure(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         manifest = work / "shapeworld" / "manifest.jsonl"

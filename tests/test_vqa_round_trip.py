@@ -1,6 +1,7 @@
 """A VQA v2 round trip: official question and annotation files are converted, a tiny model trains
 on them, answers every question, writes the official results files, and those score the same
-by ``polymodal eval vqa``, by ``polymodal.metrics`` and by the model's own evaluation."""
+by ``polymodal eval vqa``, by ``polymodal.metrics`` and by the model's own evaluation, overall
+and per question type and answer type."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 from polymodal.cli import main
 from polymodal.config import load_config
 from polymodal.data.sources import write_vqa_results
+from polymodal.evaluate.run import evaluate_run
 from polymodal.metrics.vqa import vqa_scores, vqa_scores_from_files
 from polymodal.predictor import Predictor
 from polymodal.train.run import RunResult, run_training
@@ -188,3 +190,17 @@ def test_vqa_v2_files_train_predict_and_score_the_same_everywhere(
             own = result.test["vqa_answers"]
             assert own["rows"] == len(asked)
             assert own["vqa_accuracy"] == direct["overall"]
+            official_test = direct
+
+    # `polymodal eval RUN` slices a VQA model by question and answer type unasked
+    slices = evaluate_run(result.run_dir)["slices"]
+    for column in ("question_type", "answer_type"):
+        ours = {
+            value: scored["tasks"]["vqa_answers"]["vqa_accuracy"]
+            for value, scored in slices[column].items()
+        }
+        assert ours == pytest.approx(official_test[f"per_{column}"], abs=1e-12)
+        for value, scored in slices[column].items():
+            interval = scored["intervals"]["vqa_answers"]["vqa_accuracy"]
+            assert interval["estimate"] == pytest.approx(ours[value], abs=1e-12)
+            assert interval["low"] <= interval["estimate"] <= interval["high"]

@@ -586,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="COLUMN",
         help="also every metric per value of this manifest column, with counts and intervals"
-        " (repeatable)",
+        " (repeatable; a VQA model adds question_type and answer_type where the manifest has"
+        " them)",
     )
     ev.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="mean and std over runs")
     ev.add_argument("--references", help="captions: COCO-format annotations JSON")

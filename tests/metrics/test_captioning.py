@@ -252,6 +252,29 @@ def test_scores_match_pycocoevalcap() -> None:
             ), (metric, image)
 
 
+@requires_java
+@pytest.mark.parametrize(
+    ("references", "candidates"),
+    [
+        # every candidate empty (a model early in training)
+        ({0: ["a cat sits on the mat"], 1: ["a dog runs in the park"]}, {0: "", 1: ""}),
+        # no reference has a 3-gram, a candidate does
+        ({0: ["a cat"], 1: ["a dog"]}, {0: "a a a a a a", 1: ""}),
+        ({0: ["dog"]}, {0: "x y z w"}),
+    ],
+    ids=["empty-candidates", "short-references", "one-word-reference"],
+)
+def test_degenerate_corpora_match_pycocoevalcap(references, candidates) -> None:
+    expected_corpus, expected_items = pycocoevalcap_scores(references, candidates, False)
+    got = caption_scores(references, candidates, meteor=False)
+    for metric in expected_corpus:
+        assert got["corpus"][metric] == pytest.approx(expected_corpus[metric], abs=TOLERANCE)
+        for image in references:
+            assert got["per_item"][image][metric] == pytest.approx(
+                expected_items[image][metric], abs=TOLERANCE
+            ), (metric, image)
+
+
 def test_meteor_unavailable_without_java(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(meteor.shutil, "which", lambda name: None)
     got = caption_scores({1: ["a dog runs"], 2: ["a cat"]}, {1: "a dog", 2: "a cat sits"})

@@ -33,6 +33,7 @@ from polymodal.errors import DataError
 from polymodal.evaluate.confidence import (
     RESAMPLES,
     Interval,
+    bootstrap_mean,
     classification_intervals,
     numeric_leaves,
     regression_intervals,
@@ -649,8 +650,13 @@ def _slices(column: str, result: Mapping[str, Any]) -> Section:
 
 def task_intervals(task: Task, outputs: TaskOutputs, resamples: int, seed: int) -> dict[str, Any]:
     """Bootstrap intervals of a task's headline metrics, keyed as its metrics (none for a
-    task without them)."""
+    task without them: captions, whose corpus-level CIDEr-D a resample would re-score)."""
     collected = outputs.collected
+    if isinstance(task, VQA):  # both are means over the questions
+        return {
+            metric: bootstrap_mean(collected[key].double().numpy(), resamples, seed=seed)
+            for metric, key in (("vqa_accuracy", "vqa"), ("accuracy", "consensus"))
+        }
     if isinstance(task, Classify):
         return classification_intervals(
             collected["targets"], collected["probs"], resamples, seed=seed

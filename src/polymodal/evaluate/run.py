@@ -40,7 +40,9 @@ def evaluate_run(
     """Load RUN_DIR/config.yaml and RUN_DIR/best, score ``split``, write RUN_DIR/eval_SPLIT.json.
 
     ``by`` names manifest columns whose every value is scored on its own rows ("slices"; see
-    ``polymodal.evaluate.slices``), with bootstrap intervals seeded with ``seed``.
+    ``polymodal.evaluate.slices``), with bootstrap intervals seeded with ``seed``; the columns
+    a task slices by by default (VQA: question and answer type) join them where the manifest
+    has them.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -49,17 +51,17 @@ def evaluate_run(
     config = load_config(config_path)
     model = MultimodalModel.from_pretrained(run_dir / "best")
     data = read_split(config, model, split)
-    if by:
-        from polymodal.evaluate.slices import evaluate_slices
-
-        for column in by:
-            require_column(data.index, column, f"--by {column}")
+    for column in by:
+        require_column(data.index, column, f"--by {column}")
+    by = list(dict.fromkeys([*by, *default_slices(model, data.index.columns)]))
     scores: dict[str, Any] = {
         "split": split,
         "rows": len(data.splits[split]),
         "tasks": evaluate_model(model, data.splits[split], workers=workers_for(config.data)),
     }
     if by:
+        from polymodal.evaluate.slices import evaluate_slices
+
         examples, rows = read_rows(data, split, workers_for(config.data))
         scores["slices"] = evaluate_slices(model, examples, rows, by, seed=seed)
     write_json(run_dir / f"eval_{split}.json", scores)
@@ -92,6 +94,12 @@ def evaluate_run(
             )
         )
     return scores
+
+
+def default_slices(model: MultimodalModel, columns: Sequence[str]) -> list[str]:
+    """The columns the model's tasks slice by by default that the manifest has."""
+    wanted = (column for task in model.tasks.values() for column in task.slice_columns)
+    return [column for column in dict.fromkeys(wanted) if column in columns]
 
 
 def _saved(path: Path) -> Any:

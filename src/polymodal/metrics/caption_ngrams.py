@@ -146,7 +146,11 @@ def _order(corpus: Corpus, n: int) -> _Order:
     group_df = np.add.reduceat(new_image, groups) if len(groups) else new_image
     ref_df = np.repeat(group_df, np.diff(np.append(groups, len(ref_key))))
     found, where = _lookup(ref_key[groups], cand_key)
-    cand_df = np.where(found, group_df[np.minimum(where, max(len(groups) - 1, 0))], 0)
+    cand_df = (
+        np.where(found, group_df[np.minimum(where, len(groups) - 1)], 0)
+        if len(groups)
+        else np.zeros(len(cand_key), np.int64)  # no reference holds an n-gram of this order
+    )
     # (n-gram, image) of each row, comparable as one number.
     ref_slot = ref_key * corpus.images + ref_image
     cand_slot = cand_key * corpus.images + cand
@@ -243,7 +247,7 @@ def _bleu_scores(
     correct: np.ndarray, guess: np.ndarray, test: np.ndarray, ref: np.ndarray
 ) -> np.ndarray:
     """bleu_scorer.py's formula, row by row: geometric means of smoothed precisions."""
-    scores = np.empty_like(correct)
+    scores = np.empty(correct.shape)
     running = np.ones(len(correct))
     for k in range(MAX_N):
         running = running * ((correct[:, k] + BLEU_TINY) / (guess[:, k] + BLEU_SMALL))

@@ -54,11 +54,13 @@ class Task(nn.Module, ABC):
     built by ``from_config`` (``polymodal.models.model.TASKS`` maps each config type to it).
 
     ``collect`` keeps, per batch, what ``metrics`` needs over a whole split; ``main_metric``
-    names the metric that picks the best checkpoint (higher is better).
+    names the metric that picks the best checkpoint (higher is better); ``slice_columns`` the
+    manifest columns ``polymodal eval`` reports slices by whenever the manifest has them.
     """
 
     uses_fusion: bool = True
     main_metric: str = ""
+    slice_columns: tuple[str, ...] = ()
 
     @classmethod
     @abstractmethod

@@ -23,10 +23,12 @@ class VQA(FusedHead):
 
     ``vqa_accuracy`` is the official VQA accuracy of the top answer (what
     ``polymodal.metrics.vqa.vqa_scores`` gives the same predictions), ``accuracy`` the share of
-    top answers equal to the row's consensus answer.
+    top answers equal to the row's consensus answer. ``polymodal eval`` reports both per
+    question type and answer type where the manifest has those columns.
     """
 
     main_metric = "vqa_accuracy"
+    slice_columns = ("question_type", "answer_type")  # what VQA v2 (and our sources) write
 
     def __init__(
         self,

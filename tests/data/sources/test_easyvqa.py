@@ -31,12 +31,30 @@ def test_every_question_of_the_package(linked: Conversion):
     assert len(rows) == 38_575 + 9_673
     assert {r["answer"] for r in rows} == set(easy_vqa.get_answers())
     assert len(easy_vqa.get_answers()) == 13
-    assert all(set(r) == {"image", "question", "answer", "split"} for r in rows)
+    columns = {"image", "question", "answer", "question_type", "answer_type", "split"}
+    assert all(set(r) == columns for r in rows)
     texts, answers, image_ids = easy_vqa.get_test_questions()
     test_rows = [r for r in rows if r["split"] == "test"]
     assert [r["question"] for r in test_rows] == texts
     assert [r["answer"] for r in test_rows] == answers
     assert [r["image"] for r in test_rows] == [f"images/test/{i}.png" for i in image_ids]
+
+
+def test_question_and_answer_types(linked: Conversion):
+    rows = rows_of(linked.manifest)
+    assert Counter(r["answer_type"] for r in rows) == {
+        "yes/no": 35_543,
+        "color": 6_446,
+        "shape": 6_259,
+    }
+    assert len({r["question_type"] for r in rows}) == 24
+    typed = {r["question"]: (r["question_type"], r["answer_type"]) for r in rows}
+    assert typed["is there not a red shape?"] == ("is there not a COLOR shape?", "yes/no")
+    assert typed["what is the color of the triangle?"] == (
+        "what is the color of the SHAPE?",
+        "color",
+    )
+    assert typed["what is the teal shape?"] == ("what is the COLOR shape?", "shape")
 
 
 def test_val_holds_out_whole_train_images(linked: Conversion):

@@ -2,7 +2,11 @@
 images of one coloured shape, and questions about its shape, its colour or whether it has a
 shape or colour; 13 answers.
 
-One row per question: ``image``, ``question``, ``answer``, ``split``. The package's train set
+One row per question: ``image``, ``question``, ``answer``, ``question_type``, ``answer_type``,
+``split``. easy-VQA publishes no types, so they are read off the text the way VQA v2 groups its
+questions: ``answer_type`` is "yes/no", "color" or "shape"; ``question_type`` is the question with
+the colour and shape it names replaced by ``COLOR`` and ``SHAPE`` (24 patterns, among them the
+negated ones: "is there not a COLOR shape?"). The package's train set
 is split into ``train`` and ``val`` by image (a seeded ``val_fraction`` of the train images,
 with all their questions); its test set is ``test``. Images are copied to
 ``OUT/images/{train,test}/ID.png``, or linked there (``link``: symbolic links to the installed
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +35,9 @@ from polymodal.data.sources.manifest import Row
 from polymodal.errors import ConfigError, DataError
 
 PACKAGE_HINT = "pip install easy-vqa (or polymodal[easyvqa])"
+SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+_NAMED = re.compile(rf"\b(?:(?P<color>{'|'.join(COLORS)})|(?P<shape>{'|'.join(SHAPES)}))\b")
 
 
 def convert_easyvqa(
@@ -100,4 +108,21 @@ def _rows(
             skip(skipped, source, index, "missing image", detail, "image")
             continue
         split = "val" if name == "train" and image_id in val_ids else name
-        yield {"image": image, "question": question, "answer": answer, "split": split}
+        yield {
+            "image": image,
+            "question": question,
+            "answer": answer,
+            "question_type": question_type(question),
+            "answer_type": answer_type(answer),
+            "split": split,
+        }
+
+
+def question_type(question: str) -> str:
+    """The question with the colour and shape it names replaced by COLOR and SHAPE."""
+    return _NAMED.sub(lambda named: "COLOR" if named["color"] else "SHAPE", question)
+
+
+def answer_type(answer: str) -> str:
+    """ "yes/no", "color" or "shape"."""
+    return "shape" if answer in SHAPES else "color" if answer in COLORS else "yes/no"
