@@ -673,6 +673,12 @@ class TrainConfig(Strict):
         " fp16 with a gradient scaler on older GPUs, else fp32",
     )
     accumulate: int = Field(1, ge=1, description="batches whose gradients make one step")
+    group_by: str | None = Field(
+        None,
+        description="a model input whose rows with one value (an image asked several questions)"
+        " are batched together, its encoder running once per distinct value in a batch (batch"
+        " norm then counts each once); null: rows shuffled one by one",
+    )
     modality_dropout: float = Field(
         0.0,
         ge=0,

@@ -11,7 +11,7 @@ from polymodal.config import validate
 from polymodal.data.pipeline import prepare_data
 from polymodal.errors import ConfigError, ModelError
 from polymodal.models.fusion import FUSIONS
-from polymodal.models.model import MultimodalModel, build_model
+from polymodal.models.model import MultimodalModel, build_model, distinct_rows
 from polymodal.train.run import run_training
 
 ENCODERS = {
@@ -188,3 +188,45 @@ def test_classify_trains_with_label_smoothing(tiny_manifest, tmp_path):
     task = {"type": "classify", "target": "label", "hidden": 8, "label_smoothing": 0.1}
     results = train_one_epoch(tiny_manifest, tmp_path, ["image"], task)
     assert results["test"]["classify_label"]["num_examples"] == 4
+
+
+def test_distinct_inputs_give_the_same_outputs_and_gradients(tiny_manifest):
+    """The tiny images are solid red or blue: eight rows hold two distinct images."""
+    cfg = config(tiny_manifest, [CLASSIFY, RETRIEVE])
+    data = prepare_data(cfg.data)
+    model = build_model(cfg.model, data.preprocessor).eval()  # batch norm: running statistics
+    batch = data.preprocessor.collate(data.splits["train"][:8])
+    seen: list[int] = []
+    model.encoders["image"].register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+
+    def run() -> tuple[dict, list[torch.Tensor]]:
+        model.zero_grad()
+        outputs = model(batch)
+        model.losses(outputs, batch)[0].backward()
+        return outputs, [
+            p.grad.clone() for p in model.encoders["image"].parameters() if p.grad is not None
+        ]
+
+    plain, plain_grads = run()
+    model.distinct_inputs = {"image", "text"}
+    shared, shared_grads = run()
+    assert seen == [8, 2]
+    assert torch.allclose(plain["classify_label"], shared["classify_label"], atol=1e-6)
+    for key in ("query", "gallery"):
+        assert torch.allclose(
+            plain["retrieve_image_text"][key], shared["retrieve_image_text"][key], atol=1e-6
+        )
+    assert len(plain_grads) == len(shared_grads) > 0
+    for before, after in zip(plain_grads, shared_grads, strict=True):
+        assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_distinct_rows_tell_presence_and_length_apart():
+    values = torch.tensor([[1, 2, 0], [1, 2, 0], [0, 0, 0], [0, 0, 0], [1, 2, 0]])
+    present = torch.tensor([True, True, True, False, True])
+    lengths = torch.tensor([2, 2, 1, 1, 3])
+    first, inverse = distinct_rows(values, present, lengths)
+    assert torch.equal(values[first][inverse], values)
+    assert sorted(first.tolist()) == [0, 2, 3, 4]  # the first row of each distinct one
+    groups = inverse.tolist()
+    assert groups[0] == groups[1] and len(set(groups)) == 4  # rows 0 and 1 alike, no other pair

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,3 +76,39 @@ def test_set_start_yields_the_tail_until_the_next_epoch():
     assert len(list(sampler)) == len(whole) == len(sampler)
     with pytest.raises(ValueError):
         sampler.set_start(len(whole) + 1)
+
+
+def test_groups_come_together_in_a_seeded_random_order():
+    groups = np.array([i % 7 for i in range(50)])  # 7 groups of 7 or 8 rows, interleaved
+    order = epoch_order(50, seed=3, epoch=1, shuffle=True, groups=groups)
+    assert sorted(order) == list(range(50))
+    seen = [int(groups[i]) for i in order]
+    runs = [key for key, _ in itertools.groupby(seen)]
+    assert len(runs) == 7  # each group in one run
+    assert order == epoch_order(50, seed=3, epoch=1, shuffle=True, groups=groups)
+    assert runs != [
+        key
+        for key, _ in itertools.groupby(
+            int(groups[i]) for i in epoch_order(50, seed=3, epoch=2, shuffle=True, groups=groups)
+        )
+    ]
+
+
+def test_without_groups_the_order_is_unchanged():
+    assert (
+        epoch_order(20, 1, 2, True, None)
+        == torch.randperm(20, generator=torch.Generator().manual_seed(3)).tolist()
+    )
+
+
+def test_ranks_share_a_groups_rows():
+    groups = np.repeat(np.arange(10), 4)  # 10 groups of 4 rows
+    ranks = [
+        list(ResumableSampler(40, shuffle=True, seed=0, rank=r, world_size=2, groups=groups))
+        for r in range(2)
+    ]
+    assert sorted(ranks[0] + ranks[1]) == list(range(40))
+    for mine in ranks:  # each rank meets the groups in one order, two rows of each at a time
+        assert [key for key, _ in itertools.groupby(int(groups[i]) for i in mine)] == [
+            key for key, _ in itertools.groupby(int(groups[i]) for i in ranks[0])
+        ]

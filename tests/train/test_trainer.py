@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from polymodal.config import validate
+from polymodal.errors import ConfigError
+from polymodal.models.encoders.image import ImageCNN
 from polymodal.train.run import run_training
 from polymodal.train.trainer import warmup_cosine
 
@@ -214,3 +217,35 @@ def test_modality_dropout_trains(tiny_manifest, tmp_path):
     config = text_price_config(tiny_manifest, tmp_path, modality_dropout=0.3, epochs=1)
     result = run_training(config, log=lambda m: None)
     assert math.isfinite(result.train.history[0]["train_loss"])
+
+
+def test_group_by_batches_an_images_rows_and_encodes_each_image_once(
+    tiny_manifest, tmp_path, monkeypatch
+):
+    """Three questions per image, batches of six: grouped, each batch holds two images, and
+    the image encoder sees each once."""
+    rows = [json.loads(line) for line in tiny_manifest.read_text().splitlines()]
+    for i, row in enumerate(rows):  # every image distinct
+        Image.new("RGB", (16, 16), (10 * i, 100, 200 - 5 * i)).save(
+            tiny_manifest.parent / row["image"]
+        )
+    asked = [{**row, "text": f"{word} {row['text']}"} for row in rows for word in ("a", "b", "c")]
+    manifest = tiny_manifest.with_name("asked.jsonl")
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in asked))
+    seen: list[int] = []
+    forward = ImageCNN.forward
+
+    def counting(self, x, lengths=None):
+        if self.training:
+            seen.append(len(x))
+        return forward(self, x, lengths)
+
+    monkeypatch.setattr(ImageCNN, "forward", counting)
+    config = run_config(manifest, tmp_path)
+    config.train.batch_size, config.train.group_by = 6, "image"
+    run_training(config, log=lambda m: None)
+    assert seen == [2] * (3 * 48 // 6)  # 3 epochs of 48 train rows
+
+    config.train.group_by = "imgae"
+    with pytest.raises(ConfigError, match=r"'imgae' is not a model input.*did you mean 'image'"):
+        run_training(config, log=lambda m: None, overwrite=True)

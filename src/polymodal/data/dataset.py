@@ -13,6 +13,7 @@ reads, so a cached train split is read without random crops.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from polymodal.config import DataConfig
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
+from polymodal.data.schema import is_absent
 from polymodal.data.sources import ManifestIndex
 
 if TYPE_CHECKING:
@@ -69,6 +71,17 @@ class RowDataset(Dataset):
         row = self.index.read(int(self.positions[k]))
         source = str(self.index.path)
         return self.preprocessor.read(row, self.index.base_dir, source, self.training)
+
+    def groups(self, column: str) -> np.ndarray:
+        """Per row, a group id shared by the rows with one value in ``column``; a row without
+        a value is a group of its own."""
+        ids: dict[str, int] = {}
+        groups = np.empty(len(self.keep), np.int64)
+        for i, row in enumerate(self.index.rows(self.positions[self.keep])):
+            value = row.get(column)
+            key = f"\0{i}" if is_absent(value) else json.dumps(value, sort_keys=True)
+            groups[i] = ids.setdefault(key, len(ids))
+        return groups
 
     def for_training(self) -> RowDataset:
         """The same rows, read as training reads (random crops where a field takes them)."""

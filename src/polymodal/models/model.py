@@ -41,6 +41,20 @@ WEIGHTS_FILE = "model.safetensors"
 BACKBONES_DIR = "backbones"  # BACKBONES_DIR/FIELD: what rebuilds a pretrained backbone
 
 
+def distinct_rows(
+    values: torch.Tensor, present: torch.Tensor, lengths: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of each distinct (value, presence, length) of a batch, and for every row
+    the position of its own among them: ``values[first][inverse]`` is ``values``."""
+    columns = [values.flatten(1), present.to(values.dtype)[:, None]]
+    if lengths is not None:
+        columns.append(lengths.to(values.dtype)[:, None])
+    _, inverse = torch.unique(torch.cat(columns, 1), dim=0, return_inverse=True)
+    rows = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1,), len(inverse), device=inverse.device)
+    return first.scatter_reduce(0, inverse, rows, "amin"), inverse
+
+
 class MultimodalModel(nn.Module):
     """``encoders`` (one per input field) -> ``fusion`` -> ``tasks``; carries its preprocessor."""
 
@@ -61,6 +75,8 @@ class MultimodalModel(nn.Module):
         self.fused_inputs = fused_inputs(config, list(self.encoders))
         # field -> its frozen encoder's features, computed once (polymodal.models.precompute)
         self.precomputed: dict[str, FeatureStore] = {}
+        # inputs encoded once per distinct value in a batch (train.group_by batches repeats)
+        self.distinct_inputs: set[str] = set()
         for name in self.frozen:
             self.encoders[name].requires_grad_(False)
         self._freeze_unread_heads()
@@ -103,22 +119,36 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         """Each input field encoded; an encoder with ``checkpointing`` recomputes its
-        activations in the backward pass instead of keeping them."""
+        activations in the backward pass instead of keeping them. A field of
+        ``distinct_inputs`` is encoded once per distinct row (value, length and presence)."""
         encoded = {}
         for name, encoder in self.encoders.items():
             if name in self.precomputed:  # the frozen part's output, looked up by manifest line
                 features = self.precomputed[name].lookup(batch.rows, batch.values[name].device)
                 encoded[name] = after_features(encoder, features)
                 continue
-            field = self.preprocessor.fields[name]
-            values = field.model_input(batch.values[name], batch.present[name])
-            inputs = (values, batch.lengths.get(name))
-            options = self.config.encoders.get(name)
-            if options is not None and options.checkpointing and self.training:
-                encoded[name] = checkpoint(encoder, *inputs, use_reentrant=False)
-            else:
-                encoded[name] = encoder(*inputs)
+            values, present = batch.values[name], batch.present[name]
+            lengths = batch.lengths.get(name)
+            if name not in self.distinct_inputs:
+                encoded[name] = self._encoded(name, values, present, lengths)
+                continue
+            first, inverse = distinct_rows(values, present, lengths)
+            short = None if lengths is None else lengths[first]
+            encoded[name] = self._encoded(name, values[first], present[first], short).take(inverse)
         return encoded
+
+    def _encoded(
+        self,
+        name: str,
+        values: torch.Tensor,
+        present: torch.Tensor,
+        lengths: torch.Tensor | None,
+    ) -> Encoded:
+        inputs = (self.preprocessor.fields[name].model_input(values, present), lengths)
+        options = self.config.encoders.get(name)
+        if options is not None and options.checkpointing and self.training:
+            return checkpoint(self.encoders[name], *inputs, use_reentrant=False)
+        return self.encoders[name](*inputs)
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         """Each task's outputs, keyed by task name."""

@@ -21,7 +21,7 @@ from polymodal.config import DataConfig, TrainConfig
 from polymodal.data.dataset import RowDataset, available_cpus, loader, workers_for
 from polymodal.data.quarantine import Quarantine, QuarantinedRow
 from polymodal.data.schema import Batch
-from polymodal.errors import ConfigError, DataError
+from polymodal.errors import ConfigError, DataError, did_you_mean
 from polymodal.inference import evaluate_model, main_score, selection_weights
 from polymodal.models.model import MultimodalModel
 from polymodal.progress import progress_bar
@@ -156,6 +156,20 @@ class Trainer:
             self.dist.device,
         )
 
+    def _groups(self, model: MultimodalModel) -> np.ndarray | None:
+        """With ``train.group_by``, each train row's group (rows sharing the input's value),
+        and the model set to encode that input once per distinct value in a batch."""
+        field = self.config.group_by
+        if field is None:
+            return None
+        if field not in model.inputs:
+            raise ConfigError(
+                f"train.group_by: '{field}' is not a model input{did_you_mean(field, model.inputs)}"
+                f" (inputs: {', '.join(model.inputs)})"
+            )
+        model.distinct_inputs.add(field)
+        return self.train_data.groups(field)
+
     def _note_bad_rows(self, rows: list[QuarantinedRow]) -> None:
         for row in rows:
             self.quarantine.add(row)
@@ -205,6 +219,7 @@ class Trainer:
             rank=dist.rank,
             world_size=dist.world_size,
             drop_last=dist.enabled,
+            groups=self._groups(model),
         )
         per_rank = cfg.batch_size // dist.world_size
         batches_per_epoch = max(1, math.ceil(sampler.per_rank / per_rank))

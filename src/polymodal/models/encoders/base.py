@@ -14,3 +14,7 @@ class Encoded:
     tokens: torch.Tensor
     token_mask: torch.Tensor
     pooled: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> Encoded:
+        """The outputs of ``rows`` (indices, repeats allowed), in that order."""
+        return Encoded(self.tokens[rows], self.token_mask[rows], self.pooled[rows])
