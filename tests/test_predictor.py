@@ -327,3 +327,29 @@ def test_predictor_equals_evaluation(tmp_path, shape, suffix):
     labels = [p["classify_label"]["label"] for p in predictions]
     accuracy = sum(a == row["label"] for a, row in zip(labels, rows, strict=True)) / len(rows)
     assert accuracy == pytest.approx(scored["accuracy"], abs=1e-12)
+
+
+def test_an_image_given_in_memory_predicts_as_its_file(predictor, data_dir):
+    """The file's bytes, a PIL image and a uint8 array give what the path gives."""
+    row = manifest_rows(data_dir, "test")[0]
+    path = data_dir / row["image"]
+    inputs = {"text": row["text"], "price": row["price"]}
+    expected = predictor({**inputs, "image": str(path)})
+    with Image.open(path) as img:
+        pil = img.convert("RGB")
+    for image in (path.read_bytes(), bytearray(path.read_bytes()), pil, np.asarray(pil)):
+        assert predictor({**inputs, "image": image}) == expected
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (b"not an image", r"field 'image': .*the 12 bytes given"),
+        (np.zeros((4, 4, 2), np.uint8), r"field 'image': .*uint8 of shape .*got uint8 \(4, 4, 2\)"),
+        (np.zeros((4, 4, 3)), r"field 'image': .*got float64"),
+    ],
+)
+def test_a_bad_image_given_in_memory_is_named(predictor, data_dir, image, message):
+    row = manifest_rows(data_dir, "test")[0]
+    with pytest.raises(DataError, match=message):
+        predictor({"text": row["text"], "image": image})

@@ -178,3 +178,36 @@ def test_encoder_args_and_state_round_trip():
         again = AudioPreprocessor.from_state("a", original.state())
         assert again.state() == original.state()
         assert torch.equal(again.filters, original.filters)
+
+
+def test_audio_given_in_memory_reads_as_its_file(tmp_path: Path):
+    """A file's bytes, and its samples as an array at the model's rate, read as the file."""
+    ramp = np.arange(3000, dtype=np.float32) / 3000
+    stereo = np.stack([ramp, ramp / 2], axis=1)
+    sf.write(tmp_path / "r.wav", stereo, 1000, "FLOAT")
+    pre = AudioPreprocessor("a", sample_rate=1000, max_seconds=1.0, features="waveform")
+    expected = pre.read("r.wav", tmp_path).numpy()
+    given = pre.read((tmp_path / "r.wav").read_bytes(), tmp_path).numpy()
+    assert np.array_equal(given, expected)
+    assert np.array_equal(pre.read(stereo, tmp_path).numpy(), expected)  # centred window
+    assert np.allclose(pre.read(ramp.astype(np.float64), tmp_path).numpy(), ramp[1000:2000])
+    torch.manual_seed(1)
+    crop = pre.read(ramp, tmp_path, training=True).numpy()
+    start = round(float(crop[0]) * 3000)
+    assert np.array_equal(crop, ramp[start : start + 1000])
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"RIFF not really", "unreadable audio"),
+        (np.zeros((2, 2, 2), np.float32), "bad audio array"),
+        (np.array(["a", "b"]), "bad audio array"),
+        (np.array([0.0, np.nan], np.float32), "audio holds NaN"),
+        (np.zeros(0, np.float32), "empty audio"),
+    ],
+)
+def test_bad_audio_given_in_memory_is_a_row_error(tmp_path: Path, value, reason):
+    with pytest.raises(RowError) as caught:
+        AudioPreprocessor("a").read(value, tmp_path)
+    assert caught.value.reason == reason

@@ -1,9 +1,11 @@
 """Audio: mono, resampled, cropped, as a Whisper-style log-mel spectrogram or the waveform.
 
 A cell is a path (relative to the manifest's folder) to a file soundfile reads (wav, flac,
-ogg, mp3). Channels are averaged; a file at another rate is resampled with soxr; a clip
-longer than ``max_seconds`` is cropped (at a random offset in a training read, the centre in
-evaluation) and a shorter one kept whole, its length reported by ``collate``.
+ogg, mp3); a row given in memory (``Predictor``, the service) may also hold the file's bytes or
+a float array of samples at ``sample_rate``, (T,) or (T, channels). Channels are averaged; a
+file at another rate is resampled with soxr; a clip longer than ``max_seconds`` is cropped (at
+a random offset in a training read, the centre in evaluation) and a shorter one kept whole, its
+length reported by ``collate``.
 
 With ``features="log_mel"`` the features are Whisper's (``whisper/audio.py``,
 ``log_mel_spectrogram``): a periodic Hann window, ``|STFT|^2`` with the last frame dropped, a
@@ -23,7 +25,13 @@ import soundfile as sf
 import soxr
 import torch
 
-from polymodal.data.modalities.base import FileField, pad_batch, resolve_path
+from polymodal.data.modalities.base import (
+    FileField,
+    GivenBytes,
+    given_bytes,
+    pad_batch,
+    resolve_path,
+)
 from polymodal.errors import RowError
 
 Features = Literal["log_mel", "waveform"]
@@ -49,6 +57,22 @@ def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
     logarithmic = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mel - _MIN_LOG_MEL))
     return np.where(mel >= _MIN_LOG_MEL, logarithmic, _F_SP * mel)
+
+
+def _array_samples(array: np.ndarray) -> np.ndarray:
+    """A (T,) or (T, channels) array of real samples as float32 (T, channels)."""
+    if (
+        array.ndim not in (1, 2)
+        or not np.issubdtype(array.dtype, np.number)
+        or np.iscomplexobj(array)
+    ):
+        raise RowError(
+            "bad audio array",
+            f"an audio array must hold real samples of shape (T,) or (T, channels) at the "
+            f"model's sample rate; got {array.dtype} {tuple(array.shape)}",
+        )
+    columns = array.shape[1] if array.ndim == 2 else 1
+    return np.asarray(array.reshape(len(array), columns), dtype=np.float32)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
@@ -124,29 +148,43 @@ class AudioPreprocessor(FileField):
         return round(self.max_seconds * self.sample_rate)
 
     @staticmethod
-    def resolve(value: Any, base_dir: Path) -> Path:
-        return resolve_path(value, base_dir, "audio")
+    def resolve(value: Any, base_dir: Path) -> Path | GivenBytes | np.ndarray:
+        if isinstance(value, np.ndarray):
+            return value
+        return given_bytes(value) or resolve_path(value, base_dir, "audio")
 
-    def decode(self, path: Path, training: bool = False) -> torch.Tensor:
+    def decode(self, path: Path | GivenBytes | np.ndarray, training: bool = False) -> torch.Tensor:
         wave = torch.from_numpy(self.waveform(path, training))
         if self.features == "waveform":
             return wave
         return log_mel(wave, self.filters, self.n_fft, self.hop_length)
 
-    def waveform(self, path: Path, training: bool = False) -> np.ndarray:
+    def _start(self, total: int, window: int, training: bool) -> int:
+        """Where a ``window`` of ``total`` samples starts: random in training, else centred."""
+        slack = total - window
+        return int(torch.randint(slack + 1, ())) if training else slack // 2
+
+    def waveform(self, path: Path | GivenBytes | np.ndarray, training: bool = False) -> np.ndarray:
         """The mono float32 samples at ``sample_rate``, at most ``max_seconds`` of them: a
         random window in a training read, the centre one otherwise. Only the samples kept
         are read from the file (and checked for NaN)."""
-        try:
-            with sf.SoundFile(path) as audio:
-                rate, total = audio.samplerate, audio.frames
-                window = math.ceil(self.max_seconds * rate)
-                if total > window:
-                    slack = total - window
-                    audio.seek(int(torch.randint(slack + 1, ())) if training else slack // 2)
-                samples = audio.read(min(total, window), dtype="float32", always_2d=True)
-        except (sf.SoundFileError, RuntimeError) as err:
-            raise RowError("unreadable audio", f"{path}: {err}") from None
+        if isinstance(path, np.ndarray):
+            rate, samples = self.sample_rate, _array_samples(path)
+            window = math.ceil(self.max_seconds * rate)
+            if len(samples) > window:
+                start = self._start(len(samples), window, training)
+                samples = samples[start : start + window]
+            path = "the samples given"  # type: ignore[assignment]
+        else:
+            try:
+                with sf.SoundFile(path) as audio:
+                    rate, total = audio.samplerate, audio.frames
+                    window = math.ceil(self.max_seconds * rate)
+                    if total > window:
+                        audio.seek(self._start(total, window, training))
+                    samples = audio.read(min(total, window), dtype="float32", always_2d=True)
+            except (sf.SoundFileError, RuntimeError) as err:
+                raise RowError("unreadable audio", f"{path}: {err}") from None
         if not len(samples):
             raise RowError("empty audio", f"{path} holds no samples")
         if not np.isfinite(samples).all():

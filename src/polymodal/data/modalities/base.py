@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable
@@ -75,6 +76,20 @@ class FileField(FieldBase, ABC):
 
     def read(self, value: Any, base_dir: Path, training: bool = False) -> torch.Tensor:
         return self.decode(self.resolve(value, base_dir), training)
+
+
+class GivenBytes(io.BytesIO):
+    """A file's bytes given in memory (an upload) instead of its path; named by its size."""
+
+    def __str__(self) -> str:
+        return f"the {len(self.getbuffer()):,} bytes given"
+
+
+def given_bytes(value: Any) -> GivenBytes | None:
+    """``value`` as an in-memory file when it is bytes, else None."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return GivenBytes(bytes(value))
+    return None
 
 
 def resolve_path(value: Any, base_dir: Path, what: str) -> Path:

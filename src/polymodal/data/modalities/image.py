@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from polymodal.data.modalities.base import FileField, resolve_path
+from polymodal.data.modalities.base import FileField, GivenBytes, given_bytes, resolve_path
 from polymodal.errors import RowError
 
 DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # Pillow's own hard limit
@@ -28,8 +28,27 @@ _UPRIGHT = {
 }
 
 
+Source = Path | GivenBytes | Image.Image
+
+
+def array_image(array: np.ndarray) -> Image.Image:
+    """A uint8 (H, W) grey or (H, W, 1|3|4) array as an image."""
+    shaped = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))
+    if array.dtype != np.uint8 or not shaped or not array.size:
+        raise RowError(
+            "bad image array",
+            f"an image array must be uint8 of shape (H, W) or (H, W, 1|3|4); got "
+            f"{array.dtype} {tuple(array.shape)}",
+        )
+    return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+
+
 class ImagePreprocessor(FileField):
-    """Reads an image path into a uint8 (3, size, size) tensor; collates to normalised floats."""
+    """Reads an image into a uint8 (3, size, size) tensor; collates to normalised floats.
+
+    A manifest cell names a file; a row given in memory (``Predictor``, the service) may also
+    hold the file's bytes, a PIL image or a uint8 array.
+    """
 
     kind = "image"
 
@@ -48,24 +67,33 @@ class ImagePreprocessor(FileField):
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
     @staticmethod
-    def resolve(value: Any, base_dir: Path) -> Path:
-        """The image file a cell names (relative to ``base_dir``), which must exist."""
-        return resolve_path(value, base_dir, "image")
+    def resolve(value: Any, base_dir: Path) -> Source:
+        """The image file a cell names (relative to ``base_dir``), which must exist, or the
+        image given in memory."""
+        if isinstance(value, Image.Image):
+            return value
+        if isinstance(value, np.ndarray):
+            return array_image(value)
+        return given_bytes(value) or resolve_path(value, base_dir, "image")
 
-    def decode(self, path: Path, training: bool = False) -> torch.Tensor:
+    def decode(self, path: Source, training: bool = False) -> torch.Tensor:
         """A uint8 (3, size, size) tensor of the image at ``path`` (no augmentation)."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    array = np.asarray(self.fit_image(img, path), dtype=np.uint8)
+                if isinstance(path, Image.Image):
+                    fitted = self.fit_image(path.copy(), "the given image")
+                    array = np.asarray(fitted, dtype=np.uint8)
+                else:
+                    with Image.open(path) as img:
+                        array = np.asarray(self.fit_image(img, path), dtype=np.uint8)
         except Image.DecompressionBombError as err:
             raise RowError("image too large", self._too_large(path, err)) from err
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise RowError("unreadable image", f"{path}: {err}") from err
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
-    def _too_large(self, path: Path, err: Image.DecompressionBombError) -> str:
+    def _too_large(self, path: Source, err: Image.DecompressionBombError) -> str:
         """Why an image that Pillow refused to open is too large (its message names its size)."""
         found = re.search(r"\((\d+) pixels\)", str(err))
         pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
@@ -77,7 +105,7 @@ class ImagePreprocessor(FileField):
             "max_pixels cannot lift; raise PIL.Image.MAX_IMAGE_PIXELS to read such images"
         )
 
-    def fit_image(self, img: Image.Image, path: Path) -> Image.Image:
+    def fit_image(self, img: Image.Image, path: Path | GivenBytes | str) -> Image.Image:
         """Check the header's size, decode reduced to about twice the target, then fit.
 
         Large images never exist at full size more than once: JPEGs are scaled down while
