@@ -417,6 +417,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from polymodal.index import VectorIndex, query_field
+    from polymodal.models.model import MultimodalModel
+
+    if args.action == "build":
+        index = VectorIndex.build(args.model_dir, args.data, args.field, args.out, args.kind)
+        print(f"indexed {len(index)} rows of '{args.field}' ({index.info.kind}): {args.out}")
+        return 0
+    index = VectorIndex.load(args.index_dir)
+    if args.action == "add":
+        ids = index.add(args.data)
+        print(f"added {len(ids)} rows (ids {ids[0] if ids else '-'}..{ids[-1] if ids else '-'})")
+    elif args.action == "remove":
+        print(f"removed {index.remove(args.ids)} of {len(args.ids)} ids; {len(index)} left")
+    else:
+        kind, value = next(
+            (k, getattr(args, k)) for k in ("text", "image", "audio") if getattr(args, k)
+        )
+        model = MultimodalModel.from_pretrained(index.info.model_dir)
+        field = query_field(model, index.info.task, kind)
+        vectors = index.query_vectors(field, [value], Path.cwd())
+        print(json.dumps(index.search(vectors, args.k)[0], indent=1, ensure_ascii=False))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polymodal.demo import run_demo
 
@@ -609,6 +634,41 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("model_dir")
     pred.add_argument("--input", required=True, help="JSON file: a row object or a list of them")
     pred.set_defaults(func=_cmd_predict)
+
+    index = commands.add_parser(
+        "index", help="a FAISS index of a collection embedded by a retrieval model"
+    )
+    index_commands = index.add_subparsers(dest="action", required=True)
+    build = index_commands.add_parser(
+        "build", parents=[common], help="embed one field of a manifest's rows and index them"
+    )
+    build.add_argument("model_dir", help="a saved model with a retrieve task")
+    build.add_argument("--data", required=True, help="manifest (.jsonl or .csv) of the collection")
+    build.add_argument("--field", required=True, help="the input field to embed (image, ...)")
+    build.add_argument("--out", required=True, help="the index folder")
+    build.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "exact", "hnsw"],
+        help="exact search, or an HNSW graph; auto: exact up to 100,000 rows",
+    )
+    add = index_commands.add_parser("add", parents=[common], help="embed and add more rows")
+    add.add_argument("index_dir")
+    add.add_argument("--data", required=True, help="manifest of the rows to add")
+    remove = index_commands.add_parser("remove", parents=[common], help="remove items by id")
+    remove.add_argument("index_dir")
+    remove.add_argument("--ids", type=int, nargs="+", required=True)
+    search = index_commands.add_parser(
+        "search", parents=[common], help="the nearest items to a text, an image or a clip"
+    )
+    search.add_argument("index_dir")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a text query")
+    query.add_argument("--image", help="an image file")
+    query.add_argument("--audio", help="an audio file")
+    search.add_argument("--k", type=int, default=10, help="how many items")
+    for sub in (build, add, remove, search):
+        sub.set_defaults(func=_cmd_index)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="end-to-end run on built-in ShapeWorld data"

@@ -117,12 +117,15 @@ class MultimodalModel(nn.Module):
     def inputs(self) -> list[str]:
         return list(self.encoders)
 
-    def encode(self, batch: Batch) -> dict[str, Encoded]:
-        """Each input field encoded; an encoder with ``checkpointing`` recomputes its
-        activations in the backward pass instead of keeping them. A field of
-        ``distinct_inputs`` is encoded once per distinct row (value, length and presence)."""
+    def encode(self, batch: Batch, only: Sequence[str] | None = None) -> dict[str, Encoded]:
+        """Each input field encoded (or those ``only`` names); an encoder with
+        ``checkpointing`` recomputes its activations in the backward pass instead of keeping
+        them. A field of ``distinct_inputs`` is encoded once per distinct row (value, length
+        and presence)."""
         encoded = {}
         for name, encoder in self.encoders.items():
+            if only is not None and name not in only:
+                continue
             if name in self.precomputed:  # the frozen part's output, looked up by manifest line
                 features = self.precomputed[name].lookup(batch.rows, batch.values[name].device)
                 encoded[name] = after_features(encoder, features)

@@ -76,6 +76,11 @@ class Retrieve(Task):
     def encoder_outputs(self) -> dict[str, set[str]]:
         return {self.query: {"pooled"}, self.gallery: {"pooled"}}
 
+    def embed(self, field: str, encoded: Encoded) -> torch.Tensor:
+        """The unit-length embeddings of ``field`` (the query or the gallery side)."""
+        project = self.query_proj if field == self.query else self.gallery_proj
+        return F.normalize(project(encoded.pooled), dim=-1)
+
     def forward(
         self,
         fused: torch.Tensor | None,
@@ -83,8 +88,8 @@ class Retrieve(Task):
         present: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         return {
-            "query": F.normalize(self.query_proj(encoded[self.query].pooled), dim=-1),
-            "gallery": F.normalize(self.gallery_proj(encoded[self.gallery].pooled), dim=-1),
+            "query": self.embed(self.query, encoded[self.query]),
+            "gallery": self.embed(self.gallery, encoded[self.gallery]),
             "query_present": present[self.query],
             "gallery_present": present[self.gallery],
         }
