@@ -41,7 +41,9 @@ PARTS_DIR = "build"  # the parts of an unfinished build
 SKIPPED_FILE = "skipped.jsonl"
 PART_ROWS = 2048
 EXACT_MAX = 100_000  # vectors searched exactly (by "auto"); an HNSW graph above
-HNSW_NEIGHBOURS = 32
+HNSW_NEIGHBOURS = 32  # graph edges per vector
+HNSW_EF_BUILD = 80  # candidates kept while inserting (FAISS: 40)
+HNSW_EF_SEARCH = 128  # candidates kept while searching (FAISS: 16): recall@10 >= 0.95 at 1M
 BATCH = 64
 
 
@@ -142,7 +144,7 @@ class VectorIndex:
             str(Path(model_dir).resolve()), field, embedder.task_name, "", vectors.shape[1]
         )
         info.kind = _resolve_kind(kind, len(vectors))
-        index = cls(out, info, _new_vectors(info.kind, info.dim), {})
+        index = cls(out, info, new_vectors(info.kind, info.dim), {})
         index._append(rows, vectors)
         index.save()
         if len(skipped):
@@ -266,12 +268,15 @@ def _resolve_kind(kind: Kind, count: int) -> str:
     return kind
 
 
-def _new_vectors(kind: str, dim: int) -> Any:
+def new_vectors(kind: str, dim: int) -> Any:
+    """An empty FAISS index of ``kind`` (exact or hnsw) by inner product, with ids."""
     faiss = _faiss()
     if kind == "exact":
         inner = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_BUILD
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
     else:
         raise ConfigError(f"index kind '{kind}': use auto, exact or hnsw")
     return faiss.IndexIDMap2(inner)
