@@ -168,7 +168,7 @@ class Trainer:
                 f" (inputs: {', '.join(model.inputs)})"
             )
         model.distinct_inputs.add(field)
-        return self.train_data.groups(field)
+        return self.train_data.groups(model.preprocessor.schema.columns(field)[0])
 
     def _note_bad_rows(self, rows: list[QuarantinedRow]) -> None:
         for row in rows:
