@@ -418,8 +418,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from polymodal.index import VectorIndex, query_field
-    from polymodal.models.model import MultimodalModel
+    from polymodal.index import VectorIndex
 
     if args.action == "build":
         index = VectorIndex.build(args.model_dir, args.data, args.field, args.out, args.kind)
@@ -435,9 +434,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         kind, value = next(
             (k, getattr(args, k)) for k in ("text", "image", "audio") if getattr(args, k)
         )
-        model = MultimodalModel.from_pretrained(index.info.model_dir)
-        field = query_field(model, index.info.task, kind)
-        vectors = index.query_vectors(field, [value], Path.cwd())
+        vectors = index.query_vectors(kind, [value], Path.cwd())
         print(json.dumps(index.search(vectors, args.k)[0], indent=1, ensure_ascii=False))
     return 0
 

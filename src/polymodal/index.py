@@ -72,21 +72,16 @@ class IndexInfo:
 class Embedder:
     """A saved model's retrieval embeddings of one input field, from rows given as dicts."""
 
-    def __init__(self, model: MultimodalModel, field: str) -> None:
+    def __init__(self, model: MultimodalModel, field: str, task: str | None = None) -> None:
+        """``field`` embedded by retrieval task ``task`` (default: the first that embeds it)."""
+        retrieving = {n: t for n, t in model.tasks.items() if isinstance(t, Retrieve)}
         tasks = [
-            (name, task)
-            for name, task in model.tasks.items()
-            if isinstance(task, Retrieve) and field in (task.query, task.gallery)
+            (name, retrieve)
+            for name, retrieve in retrieving.items()
+            if field in (retrieve.query, retrieve.gallery) and task in (None, name)
         ]
         if not tasks:
-            sides = sorted(
-                {
-                    f
-                    for t in model.tasks.values()
-                    if isinstance(t, Retrieve)
-                    for f in (t.query, t.gallery)
-                }
-            )
+            sides = sorted({side for t in retrieving.values() for side in (t.query, t.gallery)})
             raise ConfigError(
                 f"--field {field}: the model embeds no such field in a retrieval task "
                 f"(fields it embeds: {', '.join(sides) or 'none: it has no retrieve task'})"
@@ -193,7 +188,8 @@ class VectorIndex:
 
     def add(self, manifest: str | Path) -> list[int]:
         """Embed and add the rows of ``manifest``; their new ids."""
-        embedder = Embedder(MultimodalModel.from_pretrained(self.info.model_dir), self.info.field)
+        model = MultimodalModel.from_pretrained(self.info.model_dir)
+        embedder = Embedder(model, self.info.field, self.info.task)
         rows, vectors, _ = _embed_manifest(embedder, Path(manifest), self.directory)
         shutil.rmtree(self.directory / PARTS_DIR, ignore_errors=True)
         ids = self._append(rows, vectors)
@@ -233,13 +229,13 @@ class VectorIndex:
             for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
 
-    def query_vectors(self, field: str, values: list[Any], base_dir: Path) -> np.ndarray:
-        """Embeddings of ``values`` of one of the retrieval task's fields (the index's own or
-        the other side), by the model that built the index."""
+    def query_vectors(self, kind: str, values: list[Any], base_dir: Path) -> np.ndarray:
+        """Embeddings of query ``values`` of ``kind`` (text, image, audio): read as the field
+        of that kind among the sides of the index's retrieval task, by the model that built
+        the index."""
         model = MultimodalModel.from_pretrained(self.info.model_dir)
-        embedder = Embedder(model, field)
-        if embedder.task_name != self.info.task:
-            raise ConfigError(f"{field} is not a side of the index's task {self.info.task}")
+        field = query_field(model, self.info.task, kind)
+        embedder = Embedder(model, field, self.info.task)
         examples = []
         for value in values:
             try:

@@ -168,13 +168,13 @@ class AudioPreprocessor(FileField):
         """The mono float32 samples at ``sample_rate``, at most ``max_seconds`` of them: a
         random window in a training read, the centre one otherwise. Only the samples kept
         are read from the file (and checked for NaN)."""
+        source = "the samples given" if isinstance(path, np.ndarray) else str(path)
         if isinstance(path, np.ndarray):
             rate, samples = self.sample_rate, _array_samples(path)
             window = math.ceil(self.max_seconds * rate)
             if len(samples) > window:
                 start = self._start(len(samples), window, training)
                 samples = samples[start : start + window]
-            path = "the samples given"  # type: ignore[assignment]
         else:
             try:
                 with sf.SoundFile(path) as audio:
@@ -186,9 +186,9 @@ class AudioPreprocessor(FileField):
             except (sf.SoundFileError, RuntimeError) as err:
                 raise RowError("unreadable audio", f"{path}: {err}") from None
         if not len(samples):
-            raise RowError("empty audio", f"{path} holds no samples")
+            raise RowError("empty audio", f"{source} holds no samples")
         if not np.isfinite(samples).all():
-            raise RowError("audio holds NaN", f"{path} holds NaN or infinite samples")
+            raise RowError("audio holds NaN", f"{source} holds NaN or infinite samples")
         mono = samples.mean(axis=1, dtype=np.float32)
         if rate != self.sample_rate:
             mono = soxr.resample(mono, rate, self.sample_rate)
