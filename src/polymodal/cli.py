@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -417,6 +418,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from polymodal.export import export_onnx, manifest_rows
+
+    rows, base_dir = manifest_rows(args.data, args.rows) if args.data else (None, Path.cwd())
+    info = export_onnx(args.model_dir, args.out, rows, base_dir, quantize=args.quantize == "int8")
+    worst = max(info.parity.values())
+    print(f"exported to {args.out}; parity with eager PyTorch: max |difference| {worst:.2e}")
+    return 0
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from polymodal.index import VectorIndex
 
@@ -436,6 +447,41 @@ def _cmd_index(args: argparse.Namespace) -> int:
         )
         vectors = index.query_vectors(kind, [value], Path.cwd())
         print(json.dumps(index.search(vectors, args.k)[0], indent=1, ensure_ascii=False))
+    return 0
+
+
+SERVE_FLAGS = {"timeout_s": "--timeout", "max_body_bytes": "--max-body-mib"}  # settings -> flag
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from polymodal.serve.app import serve
+    from polymodal.serve.schemas import MIB, ServeSettings
+
+    try:
+        settings = ServeSettings(
+            model_dir=args.model_dir,
+            index_dir=args.index,
+            data_dir=args.data_dir,
+            backend=args.backend,
+            api_key=args.api_key or os.environ.get("POLYMODAL_API_KEY") or None,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            timeout_s=args.timeout,
+            max_body_bytes=round(args.max_body_mib * MIB),
+            max_image_pixels=args.max_image_pixels,
+            max_audio_seconds=args.max_audio_seconds,
+        )
+    except ValidationError as err:
+        problems = (
+            f"{SERVE_FLAGS.get(str(e['loc'][0]), '--' + str(e['loc'][0]).replace('_', '-'))}: "
+            f"{e['msg']}"
+            for e in err.errors()
+        )
+        raise ConfigError("serve " + "; ".join(problems)) from None
+    serve(settings, args.host, args.port, args.workers)
     return 0
 
 
@@ -632,6 +678,21 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--input", required=True, help="JSON file: a row object or a list of them")
     pred.set_defaults(func=_cmd_predict)
 
+    export = commands.add_parser(
+        "export", parents=[common], help="export a saved model to ONNX, checked against PyTorch"
+    )
+    export.add_argument("model_dir")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", required=True, help="the export folder (a model folder too)")
+    export.add_argument(
+        "--data", help="a manifest whose rows trace and check the graphs (default: made-up rows)"
+    )
+    export.add_argument("--rows", type=int, default=16, help="how many of its rows (default 16)")
+    export.add_argument(
+        "--quantize", choices=["int8"], help="int8 weights (dynamic quantisation)"
+    )
+    export.set_defaults(func=_cmd_export)
+
     index = commands.add_parser(
         "index", help="a FAISS index of a collection embedded by a retrieval model"
     )
@@ -666,6 +727,33 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--k", type=int, default=10, help="how many items")
     for sub in (build, add, remove, search):
         sub.set_defaults(func=_cmd_index)
+
+    srv = commands.add_parser(
+        "serve",
+        help="an HTTP service for a saved model: predict, embed, caption, answer, search",
+        description="Serve a saved model (and a FAISS index) over HTTP; see docs/serve.md. "
+        "The API key may also come from the environment variable POLYMODAL_API_KEY.",
+    )
+    srv.add_argument("model_dir", help="a saved model (a run's best/ folder)")
+    srv.add_argument("--index", help="an index folder (polymodal index build): /v1/search")
+    srv.add_argument(
+        "--data-dir", help="the folder the index's image paths are relative to (default: cwd)"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 listens on every interface")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer)")
+    srv.add_argument("--workers", type=int, default=1, help="processes, each loading the model")
+    srv.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    srv.add_argument("--max-batch", type=int, default=32, help="rows predicted together")
+    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch fills")
+    srv.add_argument("--max-queue", type=int, default=256, help="rows waiting; beyond: 503")
+    srv.add_argument("--timeout", type=float, default=30.0, help="seconds; beyond: 504")
+    srv.add_argument("--max-body-mib", type=float, default=16.0, help="request body; beyond: 413")
+    srv.add_argument(
+        "--max-image-pixels", type=int, default=4096 * 4096, help="per image; beyond: 422"
+    )
+    srv.add_argument("--max-audio-seconds", type=float, default=60.0, help="per clip; beyond: 422")
+    srv.set_defaults(func=_cmd_serve)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="end-to-end run on built-in ShapeWorld data"

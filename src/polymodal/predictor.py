@@ -7,9 +7,10 @@ from typing import Any
 
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
-from polymodal.errors import DataError, RowError, did_you_mean
+from polymodal.errors import DataError, ModelError, RowError, did_you_mean
 from polymodal.inference import eval_mode, forward
 from polymodal.models.model import MultimodalModel
+from polymodal.onnx_backend import OnnxRunner
 
 
 class Predictor:
@@ -20,13 +21,30 @@ class Predictor:
     {'classify_label': {'label': 'true', 'probabilities': {...}}, 'absent_inputs': []}
     """
 
-    def __init__(self, model: MultimodalModel, device: str = "cpu") -> None:
+    def __init__(
+        self, model: MultimodalModel, device: str = "cpu", runner: OnnxRunner | None = None
+    ) -> None:
         self.model = model.to(device).eval()
         self.device = device
+        self.runner = runner
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Predictor:
-        return cls(MultimodalModel.from_pretrained(directory, device), device)
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: str = "cpu",
+        backend: str = "torch",
+        threads: int | None = None,
+    ) -> Predictor:
+        """The model saved in ``directory``, run by PyTorch (``backend="torch"``) or by ONNX
+        Runtime on the graphs ``polymodal export`` wrote there (``"onnxruntime"``, on CPU,
+        ``threads`` intra-op threads)."""
+        model = MultimodalModel.from_pretrained(directory, device)
+        if backend == "torch":
+            return cls(model, device)
+        if backend == "onnxruntime":
+            return cls(model, "cpu", OnnxRunner(directory, threads))
+        raise ModelError(f"unknown backend '{backend}'; use torch or onnxruntime")
 
     def _check_keys(self, index: int, row: dict[str, Any], inputs: list[str]) -> None:
         """A key that is no column of the model's data is a mistake (a typo, most often)."""
@@ -78,8 +96,11 @@ class Predictor:
             examples.append(example)
         return self.model.preprocessor.collate(examples), absent
 
-    def _forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        """Each task's outputs for ``batch``, from the eager model or the ONNX Runtime one."""
         with eval_mode(self.model):
+            if self.runner is not None:
+                return self.runner(self.model, batch)
             return forward(self.model, batch, self.device)
 
     def postprocess(self, outputs: dict[str, Any], absent: list[list[str]]) -> list[dict[str, Any]]:
@@ -102,7 +123,7 @@ class Predictor:
         on; a missing input is allowed and listed in ``absent_inputs``, an unknown key is an
         error naming the closest expected one)."""
         batch, absent = self.preprocess(rows, Path(base_dir))
-        return self.postprocess(self._forward(batch), absent)
+        return self.postprocess(self.forward(batch), absent)
 
     def __call__(self, row: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
         return self.predict([row], base_dir)[0]

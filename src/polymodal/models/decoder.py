@@ -229,13 +229,38 @@ class CaptionDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """(N, V) logits after one more token per row (``tokens`` (N,)); the tokens' keys and
         values join ``state``."""
-        x = self._embed(tokens[:, None], state.steps)
-        for i, layer in enumerate(self.layers):
+        if state.steps + 1 > self.positions:
+            raise ConfigError(
+                f"the caption decoder reads at most {self.positions} tokens, got {state.steps + 1}"
+            )
+        past = list(zip(state.keys, state.values, strict=True))
+        memory = [state.memory(i) for i in range(len(self.layers))]
+        position = torch.tensor([state.steps], device=tokens.device)
+        logits, grown = self.cached_step(tokens, position, past, memory)
+        state.keys[:] = [keys for keys, _ in grown]
+        state.values[:] = [values for _, values in grown]
+        return logits
+
+    def cached_step(
+        self,
+        tokens: torch.Tensor,
+        position: torch.Tensor,
+        past: list[tuple[torch.Tensor, torch.Tensor]],
+        memory: list[Memory],
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``step`` on explicit tensors (what an ONNX export of a step runs): ``tokens`` (N,)
+        at ``position`` (1,), each layer's ``past`` keys and values and its ``memory``; the
+        (N, V) logits and each layer's keys and values grown by the step."""
+        x = self.drop(self.embed(tokens[:, None]) * math.sqrt(self.dim) + self.position[position])
+        grown = []
+        for layer, (past_keys, past_values), layer_memory in zip(
+            self.layers, past, memory, strict=True
+        ):
             keys, values = layer.self_attention.keys_values(layer.self_norm(x))
-            state.keys[i] = torch.cat([state.keys[i], keys], 2)
-            state.values[i] = torch.cat([state.values[i], values], 2)
-            x = layer(x, state.keys[i], state.values[i], state.memory(i), causal=False)
-        return self._logits(x[:, 0])
+            keys, values = torch.cat([past_keys, keys], 2), torch.cat([past_values, values], 2)
+            grown.append((keys, values))
+            x = layer(x, keys, values, layer_memory, causal=False)
+        return self._logits(x[:, 0]), grown
 
 
 class DecoderScorer:

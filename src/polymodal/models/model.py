@@ -153,12 +153,16 @@ class MultimodalModel(nn.Module):
             return checkpoint(self.encoders[name], *inputs, use_reentrant=False)
         return self.encoders[name](*inputs)
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        """Each task's outputs, keyed by task name."""
+    def forward(self, batch: Batch, network_only: bool = False) -> dict[str, Any]:
+        """Each task's outputs, keyed by task name; ``network_only``: before any search
+        (``Task.network``, what an ONNX export computes)."""
         encoded = self.encode(batch)
         present = {name: batch.present[name] for name in self.encoders}
         fused = self.fuse(encoded, present)
-        return {name: task(fused.get(name), encoded, present) for name, task in self.tasks.items()}
+        return {
+            name: (task.network if network_only else task)(fused.get(name), encoded, present)
+            for name, task in self.tasks.items()
+        }
 
     def fuse(
         self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]

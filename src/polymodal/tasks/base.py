@@ -75,6 +75,16 @@ class Task(nn.Module, ABC):
         present: dict[str, torch.Tensor],
     ) -> Any: ...
 
+    def network(
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
+    ) -> Any:
+        """The outputs of one pass through the task's layers, before any search over them
+        (what an ONNX export computes): ``forward``'s, unless the task decodes."""
+        return self(fused, encoded, present)
+
     def describe(self) -> list[str]:
         """Lines a training run logs about the built task (what it fitted from the data)."""
         return []

@@ -15,7 +15,7 @@ from polymodal.data.schema import Batch
 from polymodal.errors import ConfigError
 from polymodal.metrics.captioning import caption_scores
 from polymodal.models.decoder import CaptionDecoder, DecoderScorer
-from polymodal.models.decoding import SearchOptions, Vocab, search
+from polymodal.models.decoding import Scorer, SearchOptions, Vocab, search
 from polymodal.models.encoders.base import Encoded
 from polymodal.tasks.base import Task, TaskContext, check_field
 
@@ -96,27 +96,40 @@ class Caption(Task):
     def describe(self) -> list[str]:
         return [f"{self.target}: a vocabulary of {len(self.text.vocab)} words (specials included)"]
 
+    def network(
+        self,
+        fused: torch.Tensor | None,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
+    ) -> Outputs:
+        """The decoder's ``memory`` and ``memory_mask``, and which rows have an image."""
+        image = encoded[self.image]
+        seen = present[self.image]
+        memory, mask = self.decoder.memory(image.tokens, image.token_mask & seen[:, None])
+        return {"memory": memory, "memory_mask": mask, "image_present": seen}
+
     def forward(
         self,
         fused: torch.Tensor | None,
         encoded: dict[str, Encoded],
         present: dict[str, torch.Tensor],
     ) -> Outputs:
-        """The decoder's memory; out of training also each row's decoded ``tokens``
+        """``network``'s outputs; out of training also each row's decoded ``tokens``
         (B, max_length), their ``lengths`` and ``scores``."""
-        image = encoded[self.image]
-        seen = present[self.image]
-        memory, mask = self.decoder.memory(image.tokens, image.token_mask & seen[:, None])
-        outputs = {"memory": memory, "memory_mask": mask, "image_present": seen}
+        outputs = self.network(fused, encoded, present)
         if not self.training:
-            scorer = DecoderScorer(self.decoder, memory, mask)
-            decoded = search(scorer, len(memory), self.vocab, self.options, memory.device)
-            outputs |= {
-                "tokens": decoded.tokens,
-                "lengths": decoded.lengths,
-                "scores": decoded.scores,
-            }
+            memory = outputs["memory"]
+            scorer = DecoderScorer(self.decoder, memory, outputs["memory_mask"])
+            outputs |= self.decoded(scorer, len(memory), memory.device)
         return outputs
+
+    def decoded(
+        self, scorer: Scorer, rows: int, device: torch.device | None = None
+    ) -> Outputs:
+        """``tokens``, ``lengths`` and ``scores`` of the search (``SearchOptions``) over
+        ``scorer``, the decoder on its memory of ``rows`` images (eager or exported)."""
+        decoded = search(scorer, rows, self.vocab, self.options, device or torch.device("cpu"))
+        return {"tokens": decoded.tokens, "lengths": decoded.lengths, "scores": decoded.scores}
 
     def kept(self, outputs: Outputs, batch: Batch) -> torch.Tensor:
         """(B,) True for the rows with an image and references."""
