@@ -758,3 +758,34 @@ def test_models_show_an_unknown_name(capsys):
     code, out, err = cli(capsys, "models", "show", "clip")
     assert code == 2 and out == ""
     assert_one_line_error(err, "no architecture 'clip'", "did you mean 'clip_small'?")
+
+
+def test_serve_passes_its_options_and_the_key_from_the_environment(capsys, monkeypatch):
+    import polymodal.serve.app as serve_app
+
+    served: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(serve_app, "serve", lambda *args: served.append(args))
+    monkeypatch.setenv("POLYMODAL_API_KEY", "s3cret")
+    code, _, _ = cli(
+        capsys, "serve", "best", "--max-batch", "4", "--max-body-mib", "2", "--workers", 3
+    )
+    assert code == 0
+    ((settings, host, port, workers),) = served
+    assert (host, port, workers) == ("127.0.0.1", 8000, 3)
+    assert settings.model_dir == "best" and settings.api_key == "s3cret"
+    assert settings.max_batch == 4 and settings.max_body_bytes == 2 * 2**20
+    assert settings.timeout_s == 30 and settings.max_queue == 256 and settings.max_wait_ms == 5
+
+
+def test_serve_names_the_option_out_of_range(capsys):
+    code, _, err = cli(capsys, "serve", "best", "--max-batch", "0", "--timeout", "0")
+    assert code == 2
+    assert_one_line_error(
+        err, "--max-batch: Input should be greater than or equal to 1", "--timeout"
+    )
+
+
+def test_serve_a_missing_model_is_a_clear_error(capsys, tmp_path):
+    code, _, err = cli(capsys, "serve", tmp_path / "nowhere")
+    assert code == 2
+    assert_one_line_error(err, "config.json is missing")

@@ -688,9 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="a manifest whose rows trace and check the graphs (default: made-up rows)"
     )
     export.add_argument("--rows", type=int, default=16, help="how many of its rows (default 16)")
-    export.add_argument(
-        "--quantize", choices=["int8"], help="int8 weights (dynamic quantisation)"
-    )
+    export.add_argument("--quantize", choices=["int8"], help="int8 weights (dynamic quantisation)")
     export.set_defaults(func=_cmd_export)
 
     index = commands.add_parser(

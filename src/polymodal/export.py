@@ -18,6 +18,7 @@ Graph inputs and outputs are named ``FIELD`` / ``FIELD:present`` / ``FIELD:lengt
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 from collections.abc import Callable
@@ -185,6 +186,8 @@ def _export_graph(
         }
         for name, arg in zip(inputs, args, strict=True)
     )
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registry.setLevel(logging.ERROR)  # "torchvision is not installed": its ops are not needed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -255,8 +258,14 @@ def quantize_export(
     info = ExportInfo.load(export_dir)
     if out.resolve() != export_dir.resolve():
         shutil.copytree(export_dir, out, dirs_exist_ok=True)
-    for path in out.glob("*.onnx"):
-        quantize_dynamic(path, path, weight_type=QuantType.QInt8)
+    quiet = logging.getLogger()  # onnxruntime logs a pre-processing hint for every graph
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        for path in out.glob("*.onnx"):
+            quantize_dynamic(path, path, weight_type=QuantType.QInt8)
+    finally:
+        quiet.setLevel(level)
     info.quantized = "int8"
     info.save(out)
     return check_parity(out, rows, base_dir, log)

@@ -18,6 +18,7 @@ import json
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,6 +215,11 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.items)
 
+    @cached_property
+    def model(self) -> MultimodalModel:
+        """The model that built the index, loaded once (by the first query)."""
+        return MultimodalModel.from_pretrained(self.info.model_dir)
+
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:
         """The ``k`` nearest items of each query vector: id, score (cosine) and item."""
         if k < 1:
@@ -233,9 +239,8 @@ class VectorIndex:
         """Embeddings of query ``values`` of ``kind`` (text, image, audio): read as the field
         of that kind among the sides of the index's retrieval task, by the model that built
         the index."""
-        model = MultimodalModel.from_pretrained(self.info.model_dir)
-        field = query_field(model, self.info.task, kind)
-        embedder = Embedder(model, field, self.info.task)
+        field = query_field(self.model, self.info.task, kind)
+        embedder = Embedder(self.model, field, self.info.task)
         examples = []
         for value in values:
             try:

@@ -49,6 +49,7 @@ def evaluate_model(
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     quarantine: Quarantine | None = None,
+    run: Callable[[Batch], dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task over all ``examples`` (a list, or a split's dataset read by ``workers``
     DataLoader processes), the model in eval mode without gradients.
@@ -58,7 +59,8 @@ def evaluate_model(
     world-size-th row from its rank on; ``gather``
     (``polymodal.train.distributed.gather_variable``) then brings every rank's collected
     outputs together, so the metrics cover the whole split, on every rank alike. Rows found
-    bad while reading go to ``quarantine``.
+    bad while reading go to ``quarantine``. ``run`` computes each batch's outputs in place
+    of the model's own forward (``polymodal.predictor.Predictor.forward`` on ONNX Runtime).
     """
     if not len(examples):
         return {}
@@ -74,7 +76,7 @@ def evaluate_model(
             if not len(batch):
                 continue
             batch = batch.to(device)
-            outputs = forward(model, batch, device)
+            outputs = run(batch) if run is not None else forward(model, batch, device)
             for name, task in model.tasks.items():
                 for key, value in task.collect(outputs[name], batch).items():
                     collected[name].setdefault(key, []).append(value.cpu())

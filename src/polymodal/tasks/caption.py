@@ -123,9 +123,7 @@ class Caption(Task):
             outputs |= self.decoded(scorer, len(memory), memory.device)
         return outputs
 
-    def decoded(
-        self, scorer: Scorer, rows: int, device: torch.device | None = None
-    ) -> Outputs:
+    def decoded(self, scorer: Scorer, rows: int, device: torch.device | None = None) -> Outputs:
         """``tokens``, ``lengths`` and ``scores`` of the search (``SearchOptions``) over
         ``scorer``, the decoder on its memory of ``rows`` images (eager or exported)."""
         decoded = search(scorer, rows, self.vocab, self.options, device or torch.device("cpu"))
