@@ -36,10 +36,10 @@ from polymodal.data.dataset import read_all
 from polymodal.data.pipeline import Example
 from polymodal.data.shapeworld import generate
 from polymodal.data.sources import convert_easyvqa
-from polymodal.export import export_onnx, quantize_export
+from polymodal.export import differences, export_onnx, quantize_export
 from polymodal.inference import batches, evaluate_model
 from polymodal.models.model import MultimodalModel
-from polymodal.onnx_backend import OnnxRunner, flat_outputs
+from polymodal.onnx_backend import OnnxRunner
 from polymodal.predictor import Predictor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "onnx_speed.json"
@@ -71,12 +71,7 @@ def max_differences(eager: Predictor, onnx: Predictor, examples: list[Example]) 
     collate = eager.model.preprocessor.collate
     for chunk in batches(examples, 32):
         batch = collate(chunk)
-        expected, found = flat_outputs(eager.forward(batch)), flat_outputs(onnx.forward(batch))
-        for key, value in expected.items():
-            if value.dtype.is_floating_point:
-                diff = float((value - found[key]).abs().max()) if value.numel() else 0.0
-            else:
-                diff = 0.0 if torch.equal(value, found[key]) else float("inf")
+        for key, diff in differences(eager.forward(batch), onnx.forward(batch)).items():
             worst[key] = max(worst.get(key, 0.0), diff)
     return worst
 

@@ -318,10 +318,15 @@ def _export_decoder(
 def parity(
     eager: Predictor, exported: Predictor, rows: list[dict[str, Any]], base_dir: Path
 ) -> dict[str, float]:
-    """Max absolute difference between the eager and the exported Predictor's outputs on
-    ``rows``, per output; integer outputs (decoded tokens, lengths) are 0 when equal, else inf."""
+    """``differences`` between the eager and the exported Predictor's outputs on ``rows``."""
     batch, _ = eager.preprocess(rows, base_dir)
-    expected, found = flat_outputs(eager.forward(batch)), flat_outputs(exported.forward(batch))
+    return differences(eager.forward(batch), exported.forward(batch))
+
+
+def differences(expected: dict[str, Any], found: dict[str, Any]) -> dict[str, float]:
+    """Max absolute difference of each output of two forwards of one batch (``TASK`` /
+    ``TASK:KEY``); integer outputs (decoded tokens, lengths) are 0 when equal, else inf."""
+    expected, found = flat_outputs(expected), flat_outputs(found)
     diffs = {}
     for key, value in expected.items():
         other = found[key]

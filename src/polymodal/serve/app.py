@@ -381,31 +381,29 @@ def _add_v1_routes(app: FastAPI, service: Service, auth: list[Any]) -> None:
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
+    def row_endpoint(path: str, response_model: type[BaseModel]) -> Callable[..., Any]:
+        """A POST endpoint reading one row (JSON or multipart) behind the API key."""
+        return app.post(
+            path,
+            dependencies=auth,
+            response_model=response_model,
+            responses=rows,
+            openapi_extra=row_body,
+        )
+
     @app.get("/v1/info", dependencies=auth, response_model=InfoResponse, responses=locked)
     async def info() -> InfoResponse:
         """The inputs the model reads, its tasks, the index and the limits."""
         return service.info()
 
-    @app.post(
-        "/v1/predict",
-        dependencies=auth,
-        response_model=PredictResponse,
-        responses=rows,
-        openapi_extra=row_body,
-    )
+    @row_endpoint("/v1/predict", response_model=PredictResponse)
     async def predict(request: Request) -> PredictResponse:
         """Every task's prediction for one row."""
         result = await service.predict(request)
         absent = result.pop("absent_inputs")
         return PredictResponse(outputs=result, absent_inputs=absent)
 
-    @app.post(
-        "/v1/embed",
-        dependencies=auth,
-        response_model=EmbedResponse,
-        responses=rows,
-        openapi_extra=row_body,
-    )
+    @row_endpoint("/v1/embed", response_model=EmbedResponse)
     async def embed(request: Request) -> EmbedResponse:
         """The embedding of each given field that a retrieval task embeds."""
         service.first_task(Retrieve, "retrieve")  # 404 without one
@@ -421,25 +419,13 @@ def _add_v1_routes(app: FastAPI, service: Service, auth: list[Any]) -> None:
             embeddings={f: result[service.embedded[f]][f"{f}_embedding"] for f in sorted(fields)}
         )
 
-    @app.post(
-        "/v1/caption",
-        dependencies=auth,
-        response_model=CaptionResponse,
-        responses=rows,
-        openapi_extra=row_body,
-    )
+    @row_endpoint("/v1/caption", response_model=CaptionResponse)
     async def caption(request: Request) -> CaptionResponse:
         """The caption the model's caption task writes for the row's image."""
         name = service.first_task(Caption, "caption")
         return CaptionResponse(**(await service.predict(request))[name])
 
-    @app.post(
-        "/v1/answer",
-        dependencies=auth,
-        response_model=AnswerResponse,
-        responses=rows,
-        openapi_extra=row_body,
-    )
+    @row_endpoint("/v1/answer", response_model=AnswerResponse)
     async def answer(request: Request) -> AnswerResponse:
         """The answer of the model's VQA task to the row's question about its image."""
         name = service.first_task(VQA, "vqa")
