@@ -13,7 +13,7 @@ LAYERS = [  # top to bottom; a module may import its own layer and the ones belo
     ["serve", "export", "index"],
     ["evaluate"],
     ["train"],
-    ["predictor", "inference"],
+    ["predictor", "onnx_backend", "inference"],
     ["models.model", "models.transfer", "models.precompute"],
     ["tasks"],
     ["models.encoders", "models.fusion", "models", "losses"],
