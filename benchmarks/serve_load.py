@@ -31,11 +31,7 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +49,7 @@ from polymodal.data.shapeworld import generate
 from polymodal.demo import packaged_config
 from polymodal.predictor import Predictor
 from polymodal.progress import set_quiet
+from polymodal.serve.process import ServiceProcess
 from polymodal.train.run import run_training
 
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
@@ -96,47 +93,28 @@ def request_bodies(model_dir: Path, work: Path) -> list[bytes]:
 # --- the servers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Server:
-    """A ``polymodal serve`` process under one name (its settings), and where it listens."""
+    """A ``polymodal serve`` process under one name (its settings)."""
 
     name: str
-    process: subprocess.Popen
-    url: str
+    service: ServiceProcess
 
     @classmethod
     def start(
         cls, name: str, model_dir: Path, log: Path, threads: int | None, *options: str
     ) -> Server:
-        """``polymodal serve model_dir *options`` on a free port, once ``/readyz`` says ready."""
-        port = free_port()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
-        command = [sys.executable, "-m", "polymodal", "serve", str(model_dir)]
-        command += ["--port", str(port), "--max-queue", "1024", *options]
-        with log.open("ab") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        server = cls(name, process, f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        server.stop()
-        raise RuntimeError(f"the {name} server did not start; see {log}")
+        """``polymodal serve model_dir *options``, once ready."""
+        flags = ["--threads", str(threads)] if threads else []
+        options = ("--max-queue", "1024", *flags, *options)
+        return cls(name, ServiceProcess.start(model_dir, log, *options))
+
+    @property
+    def url(self) -> str:
+        return self.service.url
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the process so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return self.service.cpu_seconds()
 
     def batches(self) -> tuple[float, float]:
         """The sum and count of the predictions' batch-size histogram in /metrics."""
@@ -153,11 +131,7 @@ class Server:
         return found["sum"], found["count"]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        self.service.stop()
 
 
 # --- the load ----------------------------------------------------------------------------------

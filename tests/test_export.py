@@ -159,6 +159,11 @@ def test_onnxruntime_predictor_matches_eager_on_unseen_rows(exported):
             assert want["vqa_answers"]["answer"] == got["vqa_answers"]["answer"]
             assert want["classify_label"]["label"] == got["classify_label"]["label"]
             assert flat_numbers(want) == pytest.approx(flat_numbers(got), abs=TOLERANCE)
+    for task in ("caption_captions", "vqa_answers"):  # one task alone: the others not run
+        alone = onnx.predict(rows[:7], base_dir, tasks=[task])
+        assert [set(row) for row in alone] == [{task, "absent_inputs"}] * 7
+        every = onnx.predict(rows[:7], base_dir)
+        assert [row[task] for row in alone] == [row[task] for row in every]
 
 
 def flat_numbers(value: object) -> list[float]:

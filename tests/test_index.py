@@ -100,6 +100,18 @@ def test_remove_add_and_reload(run, manifest, tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["index.json", f"v{again.info.version}"]
 
 
+def test_each_item_knows_the_folder_of_its_manifest(run, manifest, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "more.jsonl"
+    elsewhere.parent.mkdir()
+    image = str((manifest.parent / rows_of(manifest)[0]["image"]).resolve())
+    elsewhere.write_text(json.dumps({"image": image, "caption": "a shape"}) + "\n")
+    index = VectorIndex.build(run.model_dir, manifest, "image", tmp_path / "index")
+    assert index.add(elsewhere) == [24]
+    again = VectorIndex.load(tmp_path / "index")
+    assert again.data_dir(0) == again.data_dir(23) == manifest.parent.resolve()
+    assert again.data_dir(24) == elsewhere.parent.resolve()
+
+
 def test_a_killed_build_resumes_from_its_last_part(run, manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(index_module, "PART_ROWS", 5)
     embedded: list[int] = []

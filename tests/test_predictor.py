@@ -123,6 +123,16 @@ def test_predictions_equal_the_model_run_directly(run, predictor, data_dir):
     assert accuracy == run.test["classify_label"]["accuracy"]
 
 
+def test_predict_gives_the_tasks_asked_for(predictor, data_dir):
+    rows = manifest_rows(data_dir, "test")
+    assert predictor.predict(rows, data_dir, tasks=["classify_label"]) == predictor.predict(
+        rows, data_dir
+    )
+    assert predictor.predict(rows, data_dir, tasks=[]) == [{"absent_inputs": []} for _ in rows]
+    with pytest.raises(ModelError, match=r"no task 'clasify_label'.*'classify_label'"):
+        predictor.predict(rows, data_dir, tasks=["clasify_label"])
+
+
 def test_absolute_image_paths_ignore_base_dir(predictor, data_dir, tmp_path):
     row = {"image": "img/0.png", "text": "a red square", "price": 2.0}
     absolute = {**row, "image": str(data_dir / "img" / "0.png")}

@@ -465,6 +465,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             index_dir=args.index,
             data_dir=args.data_dir,
             backend=args.backend,
+            threads=args.threads,
             api_key=args.api_key or os.environ.get("POLYMODAL_API_KEY") or None,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
@@ -735,13 +736,20 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("model_dir", help="a saved model (a run's best/ folder)")
     srv.add_argument("--index", help="an index folder (polymodal index build): /v1/search")
     srv.add_argument(
-        "--data-dir", help="the folder the index's image paths are relative to (default: cwd)"
+        "--data-dir",
+        help="the folder the index's image paths are relative to (default: the folder of the "
+        "manifest each item was indexed from)",
     )
     srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 listens on every interface")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer)")
     srv.add_argument("--workers", type=int, default=1, help="processes, each loading the model")
     srv.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    srv.add_argument(
+        "--threads",
+        type=int,
+        help="inference threads per process (default: all cores, shared out among --workers)",
+    )
     srv.add_argument("--max-batch", type=int, default=32, help="rows predicted together")
     srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch fills")
     srv.add_argument("--max-queue", type=int, default=256, help="rows waiting; beyond: 503")

@@ -68,6 +68,8 @@ class IndexInfo:
     version: int = 0
     next_id: int = 0
     removed: list[int] = field(default_factory=list)  # HNSW cannot delete: ids left out
+    # (first id, the folder its rows' paths are relative to), one per build or add
+    data_dirs: list[tuple[int, str]] = field(default_factory=list)
 
 
 class Embedder:
@@ -141,7 +143,7 @@ class VectorIndex:
         )
         info.kind = _resolve_kind(kind, len(vectors))
         index = cls(out, info, new_vectors(info.kind, info.dim), {})
-        index._append(rows, vectors)
+        index._append(rows, vectors, Path(manifest))
         index.save()
         if len(skipped):
             skipped.write(out / SKIPPED_FILE)
@@ -179,10 +181,11 @@ class VectorIndex:
 
     # --- changing ---------------------------------------------------------------------------
 
-    def _append(self, rows: list[Row], vectors: np.ndarray) -> list[int]:
+    def _append(self, rows: list[Row], vectors: np.ndarray, manifest: Path) -> list[int]:
         ids = np.arange(self.info.next_id, self.info.next_id + len(rows), dtype=np.int64)
         if len(rows):
             self.vectors.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
+            self.info.data_dirs.append((self.info.next_id, str(manifest.resolve().parent)))
         self.items.update(zip(ids.tolist(), rows, strict=True))
         self.info.next_id += len(rows)
         return ids.tolist()
@@ -193,7 +196,7 @@ class VectorIndex:
         embedder = Embedder(model, self.info.field, self.info.task)
         rows, vectors, _ = _embed_manifest(embedder, Path(manifest), self.directory)
         shutil.rmtree(self.directory / PARTS_DIR, ignore_errors=True)
-        ids = self._append(rows, vectors)
+        ids = self._append(rows, vectors, Path(manifest))
         self.save()
         return ids
 
@@ -214,6 +217,12 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def data_dir(self, item_id: int) -> Path | None:
+        """The folder item ``item_id``'s paths are relative to: its manifest's (None for an
+        index that did not record it)."""
+        folders = [folder for first, folder in self.info.data_dirs if first <= item_id]
+        return Path(folders[-1]) if folders else None
 
     @cached_property
     def model(self) -> MultimodalModel:

@@ -4,6 +4,7 @@ eager model, with the model's own preprocessing and postprocessing around them."
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,19 @@ class OnnxRunner:
             for name in self.info.decoders
         }
 
-    def __call__(self, model: MultimodalModel, batch: Batch) -> dict[str, Any]:
+    def __call__(
+        self, model: MultimodalModel, batch: Batch, tasks: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """Each task's outputs (or those of ``tasks``: the others' captions are not decoded)."""
+        chosen = model.chosen_tasks(tasks)
         tensors = batch_tensors(model, batch)
         feeds = {name: tensors[name].numpy() for name in self.info.inputs}
         results = self.graph.run(self.info.outputs, feeds)
         flat = {n: torch.from_numpy(r) for n, r in zip(self.info.outputs, results, strict=True)}
-        outputs = nested_outputs(flat)
+        outputs = {n: out for n, out in nested_outputs(flat).items() if n in chosen}
         for name, (start, step) in self.decoders.items():
+            if name not in chosen:
+                continue
             task = model.tasks[name]
             assert isinstance(task, Caption)
             memory = outputs[name]["memory"].numpy()

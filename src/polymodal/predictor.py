@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
 from polymodal.errors import DataError, ModelError, RowError, did_you_mean
-from polymodal.inference import eval_mode, forward
 from polymodal.models.model import MultimodalModel
 from polymodal.onnx_backend import OnnxRunner
 
@@ -37,10 +39,12 @@ class Predictor:
         threads: int | None = None,
     ) -> Predictor:
         """The model saved in ``directory``, run by PyTorch (``backend="torch"``) or by ONNX
-        Runtime on the graphs ``polymodal export`` wrote there (``"onnxruntime"``, on CPU,
-        ``threads`` intra-op threads)."""
+        Runtime on the graphs ``polymodal export`` wrote there (``"onnxruntime"``, on CPU).
+        ``threads``: intra-op threads (PyTorch's are set for the whole process)."""
         model = MultimodalModel.from_pretrained(directory, device)
         if backend == "torch":
+            if threads:
+                torch.set_num_threads(threads)
             return cls(model, device)
         if backend == "onnxruntime":
             return cls(model, "cpu", OnnxRunner(directory, threads))
@@ -96,20 +100,24 @@ class Predictor:
             examples.append(example)
         return self.model.preprocessor.collate(examples), absent
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        """Each task's outputs for ``batch``, from the eager model or the ONNX Runtime one."""
-        with eval_mode(self.model):
+    def forward(self, batch: Batch, tasks: Collection[str] | None = None) -> dict[str, Any]:
+        """Each task's outputs for ``batch`` (or those of ``tasks``), from the eager model or
+        the ONNX Runtime one."""
+        if self.model.training:  # switched since: predictions are made in eval mode
+            self.model.eval()
+        with torch.no_grad():
             if self.runner is not None:
-                return self.runner(self.model, batch)
-            return forward(self.model, batch, self.device)
+                return self.runner(self.model, batch, tasks)
+            return self.model(batch.to(self.device), tasks=tasks)
 
     def postprocess(self, outputs: dict[str, Any], absent: list[list[str]]) -> list[dict[str, Any]]:
-        """Each row's prediction per task, and ``absent_inputs``: the inputs it lacked."""
+        """Each row's prediction per task (of those in ``outputs``), and ``absent_inputs``:
+        the inputs it lacked."""
         return [
             {
                 **{
-                    name: task.postprocess(outputs[name], i)
-                    for name, task in self.model.tasks.items()
+                    name: self.model.tasks[name].postprocess(out, i)
+                    for name, out in outputs.items()
                 },
                 "absent_inputs": missing,
             }
@@ -117,13 +125,18 @@ class Predictor:
         ]
 
     def predict(
-        self, rows: list[dict[str, Any]], base_dir: str | Path = "."
+        self,
+        rows: list[dict[str, Any]],
+        base_dir: str | Path = ".",
+        tasks: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Predictions for ``rows``: manifest-shaped dicts (the columns the model was trained
         on; a missing input is allowed and listed in ``absent_inputs``, an unknown key is an
-        error naming the closest expected one)."""
+        error naming the closest expected one). ``tasks``: only these tasks' predictions (a
+        caption or an answer alone spares the other tasks' work)."""
+        self.model.chosen_tasks(tasks)  # an unknown task fails before any row is read
         batch, absent = self.preprocess(rows, Path(base_dir))
-        return self.postprocess(self.forward(batch), absent)
+        return self.postprocess(self.forward(batch, tasks), absent)
 
     def __call__(self, row: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
         return self.predict([row], base_dir)[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,20 +29,24 @@ QUESTION = "what colour is the square?"
 
 
 class GatedPredictor:
-    """A predictor that records the size of each ``predict`` call and, while its gate is
-    closed, holds every call back."""
+    """A predictor that records the size and the tasks of each ``predict`` call and, while its
+    gate is closed, holds every call back."""
 
     def __init__(self, inner: Predictor) -> None:
         self.inner, self.model = inner, inner.model
         self.calls: list[int] = []
+        self.tasks: list[set[str] | None] = []
         self.gate, self.entered = threading.Event(), threading.Event()
         self.gate.set()
 
-    def predict(self, rows: list[dict[str, Any]], base_dir: str | Path = ".") -> list[dict]:
+    def predict(
+        self, rows: list[dict[str, Any]], base_dir: str | Path = ".", tasks: Any = None
+    ) -> list[dict]:
         self.entered.set()
         assert self.gate.wait(20), "the test never opened the gate"
         self.calls.append(len(rows))
-        return self.inner.predict(rows, base_dir)
+        self.tasks.append(None if tasks is None else set(tasks))
+        return self.inner.predict(rows, base_dir, tasks)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,6 @@ def settings(served_model, **changes: Any) -> ServeSettings:
     folders = {
         "model_dir": str(served_model.model_dir),
         "index_dir": str(served_model.index_dir),
-        "data_dir": str(served_model.data_dir),
     }
     return ServeSettings(**{**folders, **changes})
 
@@ -166,6 +170,16 @@ def test_a_search_result_links_a_png_thumbnail(client: TestClient) -> None:
     assert client.get("/v1/items/first/image").status_code == 422
 
 
+def test_data_dir_overrides_the_folder_images_are_read_from(
+    served_model, predictor, index, tmp_path: Path
+) -> None:
+    """By default an item's image is read from its manifest's folder (the client fixture)."""
+    with client_for(served_model, predictor, index, data_dir=str(tmp_path)) as client:
+        answer = client.get("/v1/items/0/image")
+    assert answer.status_code == 404
+    assert str(tmp_path) in answer.json()["detail"] and "--data-dir" in answer.json()["detail"]
+
+
 def test_a_capability_the_service_lacks_is_a_404_saying_what_to_do(
     served_model, predictor, b64: str
 ) -> None:
@@ -185,8 +199,22 @@ def test_the_page_its_files_the_probes_and_the_docs_are_served(client: TestClien
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-    assert client.get("/docs").status_code == 200
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_docs_page_and_its_swagger_ui_files_are_served_locally(client: TestClient) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "'/openapi.json'" in docs.text
+    assert client.get("/redoc").status_code == 404
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)""", docs.text)
+    assert len(urls) == 3 and all(url.startswith("/docs-assets/") for url in urls), urls
+    assets = {url.rsplit(".", 1)[1]: client.get(url) for url in urls}  # by file extension
+    assert all(asset.status_code == 200 for asset in assets.values())
+    assert assets["js"].headers["content-type"].startswith("text/javascript")
+    assert assets["css"].headers["content-type"].startswith("text/css")
+    assert assets["png"].headers["content-type"] == "image/png"
+    assert "SwaggerUIBundle" in assets["js"].text
 
 
 # --- client mistakes --------------------------------------------------------------------------
@@ -285,8 +313,21 @@ def test_the_api_key_guards_the_api_but_not_the_page_and_probes(
         for headers in ({"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}):
             assert client.post("/v1/caption", json=body, headers=headers).status_code == 200
             assert client.get("/metrics", headers=headers).status_code == 200
-        for path in ("/", "/healthz", "/readyz", "/docs", "/openapi.json", "/static/index.html"):
+        for path in (
+            "/",
+            "/healthz",
+            "/readyz",
+            "/static/index.html",
+            "/docs",
+            "/docs-assets/swagger-ui.css",
+            "/openapi.json",
+        ):
             assert client.get(path).status_code == 200, path
+        schema = client.get("/openapi.json").json()  # what /docs' "Authorize" offers
+    schemes = schema["components"]["securitySchemes"]
+    key = next(name for name, scheme in schemes.items() if scheme.get("name") == "X-API-Key")
+    assert schemes[key]["type"] == "apiKey" and schemes[key]["in"] == "header"
+    assert {key: []} in schema["paths"]["/v1/predict"]["post"]["security"]
 
 
 # --- batching, load and lifecycle -------------------------------------------------------------
@@ -305,6 +346,47 @@ def test_concurrent_requests_share_one_predict_call(served_model, predictor, b64
     assert [a.status_code for a in answers] == [200] * 6
     assert gated.calls == [6]  # a full batch does not wait the 5 s
     assert 'polymodal_batch_size_sum{queue="predict"} 6.0' in metrics
+
+
+def test_each_endpoint_runs_only_the_tasks_it_answers(
+    served_model, predictor: Predictor, png: bytes, b64: str
+) -> None:
+    gated = GatedPredictor(predictor)
+    image = {"inputs": {"image": b64}}
+    question = {"inputs": {"image": b64, "question": QUESTION}}
+    with client_for(served_model, gated, max_wait_ms=0) as client:
+        gated.tasks.clear()
+        for path, body in [
+            ("/v1/caption", image),
+            ("/v1/answer", question),
+            ("/v1/embed", image),
+            ("/v1/predict", question),
+        ]:
+            assert client.post(path, json=body).status_code == 200
+    assert gated.tasks == [{"caption_captions"}, {"vqa_answers"}, {"retrieve_image_caption"}, None]
+    alone = predictor.predict([{"image": png}], tasks=["caption_captions"])[0]
+    assert alone == {
+        "caption_captions": predictor.predict([{"image": png}])[0]["caption_captions"],
+        "absent_inputs": ["caption", "question"],
+    }
+
+
+def test_a_batch_runs_the_tasks_its_requests_need_together(
+    served_model, predictor, b64: str
+) -> None:
+    gated = GatedPredictor(predictor)
+    with client_for(served_model, gated, max_batch=2, max_wait_ms=5000) as client:
+        gated.calls.clear(), gated.tasks.clear()
+        with ThreadPoolExecutor(2) as pool:
+            caption, answer = pool.map(
+                lambda path: client.post(
+                    path, json={"inputs": {"image": b64, "question": QUESTION}}
+                ),
+                ["/v1/caption", "/v1/answer"],
+            )
+    assert caption.status_code == answer.status_code == 200
+    assert set(caption.json()) == {"caption", "score"} and "answer" in answer.json()
+    assert gated.calls == [2] and gated.tasks == [{"caption_captions", "vqa_answers"}]
 
 
 def test_one_bad_row_in_a_batch_fails_alone(served_model, predictor, png: bytes, b64: str) -> None:

@@ -64,17 +64,19 @@ def test_concurrent_items_are_processed_in_one_call_off_the_event_loop() -> None
     assert threading.get_ident() not in process.threads
 
 
-def test_batches_hold_at_most_max_batch_items() -> None:
+def test_batches_hold_at_most_max_batch_items_and_each_depth_is_told() -> None:
     process = Recorder()
+    depths: list[int] = []
 
     async def test() -> None:
-        batcher = MicroBatcher(process, max_batch=3, max_wait_ms=50)
+        batcher = MicroBatcher(process, max_batch=3, max_wait_ms=50, on_depth=depths.append)
         await batcher.start()
         await asyncio.gather(*(batcher.submit(x) for x in "abcdefg"))
         await batcher.stop()
 
     run(test)
     assert [len(batch) for batch in process.batches] == [3, 3, 1]
+    assert depths == [1, 2, 3, 4, 5, 6, 7, 4, 1, 0]  # each arrival, then each batch taken
 
 
 def test_a_failing_item_gets_its_error_and_the_others_their_results() -> None:
@@ -90,6 +92,33 @@ def test_a_failing_item_gets_its_error_and_the_others_their_results() -> None:
 
     run(test)
     assert process.batches == [["a", "b", "c"], ["a"], ["b"], ["c"]]  # then one by one
+
+
+def test_the_wait_counts_from_the_oldest_items_arrival() -> None:
+    """An item that waited max_wait while the previous batch ran is processed at once, not
+    held another max_wait for company."""
+    process = Recorder()
+    process.gate.clear()
+
+    async def test() -> float:
+        batcher = MicroBatcher(process, max_batch=2, max_wait_ms=500)
+        await batcher.start()
+        full = asyncio.gather(batcher.submit("a"), batcher.submit("b"))  # a full batch: at once
+        await until(process.entered.is_set)
+        late = asyncio.ensure_future(batcher.submit("c"))
+        await asyncio.sleep(0.6)  # "c" has waited past max_wait while "a b" ran
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        process.gate.set()
+        await full
+        await late
+        elapsed = loop.time() - opened
+        await batcher.stop()
+        return elapsed
+
+    elapsed = asyncio.run(test())
+    assert process.batches == [["a", "b"], ["c"]]
+    assert elapsed < 0.4  # measured from the worker becoming free it would be 0.5 s or more
 
 
 def test_a_full_queue_refuses_and_a_stopped_batcher_too() -> None:

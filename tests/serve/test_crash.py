@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from polymodal.index import INFO_FILE, VectorIndex
-from tests.serve.live import Server
+from polymodal.serve.process import ServiceProcess
 
 pytest.importorskip("faiss")
 
@@ -68,7 +68,7 @@ def loaded_search(directory: Path, served_model) -> list[list[dict[str, Any]]]:
     return index.search(texts, K) + index.search(image, K)
 
 
-def served_search(server: Server, served_model) -> list[list[dict[str, Any]]]:
+def served_search(server: ServiceProcess, served_model) -> list[list[dict[str, Any]]]:
     bodies = [{"inputs": inputs, "k": K} for inputs in queries(served_model)]
     answers = [httpx.post(f"{server.url}/v1/search", json=body, timeout=30) for body in bodies]
     assert [a.status_code for a in answers] == [200] * len(bodies), [a.text for a in answers]
@@ -82,7 +82,9 @@ def assert_same_answers(served: list[list[dict]], loaded: list[list[dict]]) -> N
         assert [h["score"] for h in got] == pytest.approx([h["score"] for h in expected], abs=1e-5)
 
 
-def hammer(server: Server, served_model, stop: threading.Event, answered: list[str]) -> None:
+def hammer(
+    server: ServiceProcess, served_model, stop: threading.Event, answered: list[str]
+) -> None:
     """Search and predict requests back to back until ``stop``, noting each 200's endpoint."""
     bodies = [("search", {"inputs": q, "k": K}) for q in queries(served_model)]
     bodies.append(("predict", {"inputs": {"image": bodies[-1][1]["inputs"]["image"]}}))
@@ -100,9 +102,8 @@ def test_a_server_killed_under_load_restarts_on_the_same_index(served_model, tmp
     index_dir = copied_index(served_model, tmp_path / "index")
     before = loaded_search(index_dir, served_model)
     options = ("--index", str(index_dir))
-    server = Server.start(served_model.model_dir, tmp_path / "serve.log", *options)
+    server = ServiceProcess.start(served_model.model_dir, tmp_path / "serve.log", *options)
     try:
-        server.wait_ready()
         assert_same_answers(served_search(server, served_model), before)
         stop, answered = threading.Event(), []
         with ThreadPoolExecutor(8) as pool:
@@ -118,9 +119,8 @@ def test_a_server_killed_under_load_restarts_on_the_same_index(served_model, tmp
     finally:
         server.stop()
     assert loaded_search(index_dir, served_model) == before
-    restarted = Server.start(served_model.model_dir, tmp_path / "serve.log", *options)
+    restarted = ServiceProcess.start(served_model.model_dir, tmp_path / "serve.log", *options)
     try:
-        restarted.wait_ready()
         assert httpx.get(f"{restarted.url}/readyz").status_code == 200
         assert_same_answers(served_search(restarted, served_model), before)
     finally:
@@ -169,9 +169,10 @@ def test_an_index_writer_killed_midway_leaves_the_last_complete_version(served_m
         assert sorted(on_disk.items) == intended[on_disk.info.version]
         assert json.loads((index_dir / INFO_FILE).read_text())["version"] == on_disk.info.version
     loaded = loaded_search(index_dir, served_model)
-    server = Server.start(served_model.model_dir, tmp_path / "serve.log", "--index", str(index_dir))
+    server = ServiceProcess.start(
+        served_model.model_dir, tmp_path / "serve.log", "--index", str(index_dir)
+    )
     try:
-        server.wait_ready()
         assert_same_answers(served_search(server, served_model), loaded)
     finally:
         server.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.serve.live import Server
+from polymodal.serve.process import ServiceProcess
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -31,15 +31,11 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(served_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(served_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     log = tmp_path_factory.mktemp("page") / "serve.log"
-    index = ("--index", str(served_model.index_dir), "--data-dir", str(served_model.data_dir))
-    live = Server.start(served_model.model_dir, log, *index)
-    try:
-        live.wait_ready()
+    index = ("--index", str(served_model.index_dir))  # thumbnails: from the manifest's folder
+    with ServiceProcess.start(served_model.model_dir, log, *index) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture
@@ -124,3 +120,21 @@ def test_page_shows_the_services_error_detail(server, browser):
         ready.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=error]"))
     )
     assert error.text.startswith("422: ") and "image" in error.text
+
+
+def test_the_api_docs_render_from_the_services_own_files(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server.url}/docs")
+    predict = (By.CSS_SELECTOR, ".opblock-post [data-path='/v1/predict']")
+    WebDriverWait(browser, 10).until(ready.visibility_of_element_located(predict))
+    assert browser.find_element(By.CSS_SELECTOR, ".info .title").text.startswith("polymodal serve")
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(entry => entry.name)"
+    )
+    assert f"{server.url}/openapi.json" in fetched
+    assert all(url.startswith(f"{server.url}/") for url in fetched), fetched
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

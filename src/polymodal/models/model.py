@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from polymodal.config import (
 )
 from polymodal.data.pipeline import Preprocessor
 from polymodal.data.schema import Batch
-from polymodal.errors import ConfigError, ModelError
+from polymodal.errors import ConfigError, ModelError, did_you_mean
 from polymodal.io import atomic_write, atomic_write_text, remove_stale_temp_files
 from polymodal.models.architectures import with_architecture_encoders
 from polymodal.models.encoders import ENCODERS, Encoded, PretrainedEncoder
@@ -153,31 +153,54 @@ class MultimodalModel(nn.Module):
             return checkpoint(self.encoders[name], *inputs, use_reentrant=False)
         return self.encoders[name](*inputs)
 
-    def forward(self, batch: Batch, network_only: bool = False) -> dict[str, Any]:
-        """Each task's outputs, keyed by task name; ``network_only``: before any search
-        (``Task.network``, what an ONNX export computes)."""
+    def forward(
+        self,
+        batch: Batch,
+        network_only: bool = False,
+        tasks: Collection[str] | None = None,
+    ) -> dict[str, Any]:
+        """Each task's outputs (or those of ``tasks``), keyed by task name; ``network_only``:
+        before any search (``Task.network``, what an ONNX export computes)."""
+        chosen = self.chosen_tasks(tasks)
         encoded = self.encode(batch)
         present = {name: batch.present[name] for name in self.encoders}
-        fused = self.fuse(encoded, present)
+        fused = self.fuse(encoded, present, chosen)
         return {
             name: (task.network if network_only else task)(fused.get(name), encoded, present)
             for name, task in self.tasks.items()
+            if name in chosen
         }
 
+    def chosen_tasks(self, tasks: Collection[str] | None) -> list[str]:
+        """The names of ``tasks`` (every task for None), each checked to be one of the model's."""
+        if tasks is None:
+            return list(self.tasks)
+        for name in tasks:
+            if name not in self.tasks:
+                raise ModelError(
+                    f"no task '{name}'{did_you_mean(name, list(self.tasks))}; the model's tasks: "
+                    f"{', '.join(self.tasks)}"
+                )
+        return [name for name in self.tasks if name in tasks]
+
     def fuse(
-        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+        self,
+        encoded: dict[str, Encoded],
+        present: dict[str, torch.Tensor],
+        tasks: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Each fusion task's fused vector, of the inputs fused for it (``fused_inputs``; the
-        others count as absent), computed once per set of inputs."""
-        if not self.fused_inputs:
+        """Each fusion task's fused vector (of those among ``tasks``), of the inputs fused for
+        it (``fused_inputs``; the others count as absent), computed once per set of inputs."""
+        wanted = {n: i for n, i in self.fused_inputs.items() if tasks is None or n in tasks}
+        if not wanted:
             return {}
         assert self.fusion is not None
         by_inputs: dict[tuple[str, ...], torch.Tensor] = {}
-        for inputs in self.fused_inputs.values():
+        for inputs in wanted.values():
             if inputs not in by_inputs:
                 shown = {n: p if n in inputs else torch.zeros_like(p) for n, p in present.items()}
                 by_inputs[inputs] = self.fusion(encoded, shown)
-        return {name: by_inputs[inputs] for name, inputs in self.fused_inputs.items()}
+        return {name: by_inputs[inputs] for name, inputs in wanted.items()}
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the task losses, and each task's loss value."""

@@ -9,10 +9,12 @@ optional API key, Prometheus metrics and a web page. The contract: docs/serve.md
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import io
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,13 +25,15 @@ import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from swagger_ui_bundle import swagger_ui_path
 
 from polymodal import __version__
 from polymodal.errors import ConfigError, DataError
@@ -37,7 +41,7 @@ from polymodal.index import VectorIndex
 from polymodal.predictor import Predictor
 from polymodal.serve.batching import Batched, MicroBatcher, NotRunning, QueueFull
 from polymodal.serve.inputs import BodyLimit, read_row, sample_row
-from polymodal.serve.monitoring import AccessLog, Metrics
+from polymodal.serve.monitoring import SHARED_METRICS_ENV, AccessLog, Metrics
 from polymodal.serve.schemas import (
     MAX_K,
     AnswerResponse,
@@ -60,6 +64,7 @@ from polymodal.tasks import VQA, Caption, Retrieve
 
 SETTINGS_ENV = "POLYMODAL_SERVE_SETTINGS"  # the settings' JSON, for the worker processes
 STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's script, style and icon, served for an offline /docs
 THUMBNAIL_SIDE = 256
 RETRY_AFTER = {"Retry-After": "1"}
 FIELD_KEYS = ("query", "gallery", "image", "target")  # task config keys that name fields
@@ -76,6 +81,14 @@ class SearchQuery:
     kind: str
     value: Any
     k: int
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """A row to predict and the tasks its endpoint needs (None: every task)."""
+
+    row: dict[str, Any]
+    tasks: frozenset[str] | None = None
 
 
 class Service:
@@ -97,7 +110,7 @@ class Service:
             if isinstance(task, Retrieve):
                 for side in (task.query, task.gallery):
                     self.embedded.setdefault(side, name)
-        self.predictions = self._batcher("predict", predictor.predict)
+        self.predictions = self._batcher("predict", self._predict)
         self.search_models: RequestModels | None = None
         self.searches: MicroBatcher[SearchQuery, list[dict[str, Any]]] | None = None
         if index is not None:
@@ -105,15 +118,16 @@ class Service:
             self.searches = self._batcher("search", self._search)
 
     def _batcher(self, name: str, process: Callable[[list[Any]], list[Any]]) -> MicroBatcher:
-        batcher: MicroBatcher = MicroBatcher(
+        on_depth, on_batch = self.metrics.watch_queue(name)
+        return MicroBatcher(
             process,
             self.settings.max_batch,
             self.settings.max_wait_ms,
             self.settings.max_queue,
+            on_batch=on_batch,
+            on_depth=on_depth,
             name=name,
         )
-        batcher.on_batch = self.metrics.watch_queue(name, lambda: batcher.depth)
-        return batcher
 
     @staticmethod
     def query_columns(index: VectorIndex) -> list[InputColumn]:
@@ -123,6 +137,13 @@ class Service:
         return input_columns(index.model.preprocessor, [task.query, task.gallery])
 
     # --- processing, in the batchers' worker threads -----------------------------------------
+
+    def _predict(self, requests: list[RowRequest]) -> list[dict[str, Any]]:
+        """One prediction of the batch's rows, of every task some request needs."""
+        tasks: set[str] | None = set()
+        for request in requests:
+            tasks = None if tasks is None or request.tasks is None else tasks | request.tasks
+        return self.predictor.predict([request.row for request in requests], tasks=tasks)
 
     def _search(self, queries: list[SearchQuery]) -> list[list[dict[str, Any]]]:
         assert self.index is not None
@@ -138,11 +159,17 @@ class Service:
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        """Start the batchers and warm the model up; on shutdown, finish what is queued."""
+        """Start the batchers and warm the model up; on shutdown, finish what is queued.
+
+        After the warm-up, every object alive (the model, the app: some 200k objects) is moved
+        out of the garbage collector's sight (``gc.freeze``): a full collection traversing them
+        stalled every request in flight for 130-200 ms, the service's worst latencies."""
         batchers = [b for b in (self.predictions, self.searches) if b is not None]
         for batcher in batchers:
             await batcher.start()
         await asyncio.to_thread(self.warm_up)
+        gc.collect()
+        gc.freeze()
         self.ready = True
         log.info("ready: %s", self.settings.model_dir)
         try:
@@ -156,7 +183,7 @@ class Service:
         """One prediction (and search) of placeholder values, so the first request is not slow."""
         row = sample_row(self.columns)
         if row:
-            self.predictor.predict([row])
+            self._predict([RowRequest(row)])
         if self.index is not None and self.search_models is not None:
             queries = sample_row(list(self.search_models.columns.values()))
             self._search([SearchQuery(self.query_kind(c), v, 1) for c, v in queries.items()])
@@ -185,9 +212,14 @@ class Service:
         request.state.batch_size = done.batch_size
         return done.value
 
-    async def predict(self, request: Request) -> dict[str, Any]:
+    async def predict(self, request: Request, *tasks: str) -> dict[str, Any]:
+        """The prediction of the request's row by ``tasks`` (every task if none is named)."""
         row = await read_row(request, self.row_models, self.settings)
-        return await self.run(request, self.predictions, row.values)
+        return await self.predict_row(request, row.values, *tasks)
+
+    async def predict_row(self, request: Request, row: dict[str, Any], *tasks: str) -> Any:
+        item = RowRequest(row, frozenset(tasks) if tasks else None)
+        return await self.run(request, self.predictions, item)
 
     def first_task(self, kind: type, what: str) -> str:
         """The name of the model's first task of ``kind``; 404 without one."""
@@ -235,7 +267,7 @@ class Service:
         value = image_value(self.index, item)
         if value is None:
             raise HTTPException(404, f"item {item_id} has no image")
-        base = Path(self.settings.data_dir or Path.cwd())
+        base = Path(self.settings.data_dir or self.index.data_dir(item_id) or Path.cwd())
         path = base / str(value)  # an absolute path stays itself
         try:
             with Image.open(path) as img:
@@ -272,7 +304,9 @@ def create_app(
     """The service for ``settings``. The model (and index) are loaded from its folders unless
     given; the service is ready once its lifespan has started and warmed the model up."""
     if predictor is None:
-        predictor = Predictor.from_pretrained(settings.model_dir, backend=settings.backend)
+        predictor = Predictor.from_pretrained(
+            settings.model_dir, backend=settings.backend, threads=settings.threads
+        )
     if index is None and settings.index_dir:
         index = VectorIndex.load(settings.index_dir)
     service = Service(settings, predictor, index)
@@ -283,6 +317,8 @@ def create_app(
         "model. Images and audio: base64 (or a data URL) in JSON, or file parts of a "
         "multipart/form-data form.",
         lifespan=service.lifespan,
+        docs_url=None,  # served by _add_open_routes from the bundled Swagger UI
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -348,6 +384,17 @@ def _add_open_routes(app: FastAPI, service: Service) -> None:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
     @app.get("/healthz", response_model=StatusResponse, summary="the process is up")
     async def healthz() -> StatusResponse:
@@ -410,7 +457,8 @@ def _add_v1_routes(app: FastAPI, service: Service, auth: list[Any]) -> None:
         row = await read_row(request, service.row_models, service.settings)
         fields = {service.row_models.columns[c].field for c in row.values} & set(service.embedded)
         if fields:
-            result = await service.run(request, service.predictions, row.values)
+            tasks = {service.embedded[field] for field in fields}
+            result = await service.predict_row(request, row.values, *tasks)
             fields -= set(result["absent_inputs"])  # given empty
         if not fields:
             names = ", ".join(service.embedded)
@@ -423,13 +471,13 @@ def _add_v1_routes(app: FastAPI, service: Service, auth: list[Any]) -> None:
     async def caption(request: Request) -> CaptionResponse:
         """The caption the model's caption task writes for the row's image."""
         name = service.first_task(Caption, "caption")
-        return CaptionResponse(**(await service.predict(request))[name])
+        return CaptionResponse(**(await service.predict(request, name))[name])
 
     @row_endpoint("/v1/answer", response_model=AnswerResponse)
     async def answer(request: Request) -> AnswerResponse:
         """The answer of the model's VQA task to the row's question about its image."""
         name = service.first_task(VQA, "vqa")
-        result = (await service.predict(request))[name]
+        result = (await service.predict(request, name))[name]
         top = result["top_answers"]
         return AnswerResponse(answer=result["answer"], score=top[0]["score"], top=top)
 
@@ -525,11 +573,14 @@ def serve(
     settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
 ) -> None:
     """Run the service until SIGINT or SIGTERM (in-flight requests are finished). With
-    several ``workers``, each process loads the model itself."""
+    several ``workers``, each process loads the model itself, and their metrics go to a fresh
+    temporary folder (removed at exit), so that each one's /metrics covers them all."""
     import uvicorn
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give 1 or more processes")
+    if settings.threads is None and workers > 1:  # not every worker on every core
+        settings = settings.model_copy(update={"threads": max(1, (os.cpu_count() or 1) // workers)})
     app = create_app(settings)  # a missing or broken model fails here, before any worker starts
     options: dict[str, Any] = {
         "host": host,
@@ -543,4 +594,9 @@ def serve(
         return
     del app
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+    with tempfile.TemporaryDirectory(prefix="polymodal-metrics-") as shared_metrics:
+        os.environ[SHARED_METRICS_ENV] = shared_metrics  # the spawned workers inherit it
+        try:
+            uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+        finally:
+            del os.environ[SHARED_METRICS_ENV]

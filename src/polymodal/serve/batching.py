@@ -47,17 +47,20 @@ class Batched(Generic[Result]):
 class _Pending(Generic[Item, Result]):
     item: Item
     future: asyncio.Future[Batched[Result]]
+    arrived: float  # the event loop's clock
 
 
 class MicroBatcher(Generic[Item, Result]):
     """Collects submitted items into batches of at most ``max_batch`` for ``process``.
 
-    A batch starts with the oldest waiting item and takes whatever else arrives within
-    ``max_wait_ms`` (none is waited for once the batch is full). ``process`` maps a list of
-    items to their results, in order; it runs in one worker thread, one batch at a time. When
-    it raises for a batch of several items (one bad row, most often), each item is processed
-    alone, so that each gets its own result or its own exception. At most ``max_queue`` items
-    wait; ``submit`` raises QueueFull beyond that. ``on_batch`` is told each batch's size.
+    A batch starts with the oldest waiting item and takes whatever else arrives until that
+    item has waited ``max_wait_ms`` (none is waited for once the batch is full; an item that
+    waited that long while the previous batch ran starts its batch at once). ``process`` maps
+    a list of items to their results, in order; it runs in one worker thread, one batch at a
+    time. When it raises for a batch of several items (one bad row, most often), each item is
+    processed alone, so that each gets its own result or its own exception. At most
+    ``max_queue`` items wait; ``submit`` raises QueueFull beyond that. ``on_batch`` is told
+    each batch's size, ``on_depth`` the number of waiting items whenever it changes.
     """
 
     def __init__(
@@ -67,13 +70,14 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         on_batch: Callable[[int], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
         name: str = "batcher",
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be at least 1, max_wait_ms >= 0")
         self.process, self.name = process, name
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
-        self.on_batch = on_batch
+        self.on_batch, self.on_depth = on_batch, on_depth
         self._waiting: collections.deque[_Pending[Item, Result]] = collections.deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -115,8 +119,10 @@ class MicroBatcher(Generic[Item, Result]):
             raise NotRunning(f"the {self.name} queue is not running")
         if len(self._waiting) >= self.max_queue:
             raise QueueFull(f"the {self.name} queue is full ({self.max_queue} waiting)")
-        future: asyncio.Future[Batched[Result]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Batched[Result]] = loop.create_future()
+        self._waiting.append(_Pending(item, future, loop.time()))
+        self._depth_changed()
         self._arrived.set()
         return await future
 
@@ -129,14 +135,20 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             await self._gather()
             batch = [self._waiting.popleft() for _ in range(min(self.max_batch, self.depth))]
+            self._depth_changed()
             live = [pending for pending in batch if not pending.future.done()]  # not timed out
             if live:
                 await self._process(live)
 
+    def _depth_changed(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(self.depth)
+
     async def _gather(self) -> None:
-        """Wait up to ``max_wait`` from now for the batch to fill (not while draining)."""
+        """Wait until the oldest item has waited ``max_wait`` for the batch to fill (not
+        while draining)."""
         assert self._arrived is not None
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        deadline = self._waiting[0].arrived + self.max_wait
         while self._accepting and self.depth < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:

@@ -31,9 +31,14 @@ class ServeSettings(BaseModel):
     model_dir: str
     index_dir: str | None = None
     data_dir: str | None = Field(
-        None, description="the folder an index's item paths are relative to (default: cwd)"
+        None,
+        description="the folder an index's item paths are relative to (default: the folder "
+        "of the manifest each item was indexed from)",
     )
     backend: Literal["torch", "onnxruntime"] = "torch"
+    threads: int | None = Field(
+        None, ge=1, description="inference threads per process (default: the cores / workers)"
+    )
     api_key: str | None = Field(None, repr=False)
     max_batch: int = Field(32, ge=1, description="rows predicted together, at most")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
