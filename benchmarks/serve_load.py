@@ -324,6 +324,13 @@ def goals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def cpu_bound(at: dict[str, dict[str, Any]]) -> float:
+    """Batch-1's server CPU per request over micro-batching's: the throughput ratio's bound
+    when the machine's CPUs are the limit."""
+    single, batched = (at[n].get("server_cpu_ms_per_request") for n in ("batch_1", "batched"))
+    return single / batched if single and batched else float("nan")
+
+
 def docs_page(report: dict[str, Any], text: str) -> str:
     """docs/serve_load.md: the table, the goals, where the time goes, how to reproduce."""
     threads = report["threads"]
@@ -360,7 +367,11 @@ def docs_page(report: dict[str, Any], text: str) -> str:
         f"CPU ms per request at {GOAL_CLIENTS} clients, and "
         f"{report['healthz']['server_cpu_ms_per_request']:.2f} on a bare `GET /healthz`; the "
         f"clients took {at['batched'].get('client_cores', float('nan')):.2f} CPUs at "
-        f"{GOAL_CLIENTS} clients.",
+        f"{GOAL_CLIENTS} clients. With every CPU busy (servers and clients share them), "
+        "throughput follows CPU time per request: their quotient, "
+        f"{cpu_bound(at):.2f}, bounds the throughput ratio at {GOAL_CLIENTS} clients. What "
+        "batching cannot share stays per request: decoding and preprocessing its row, and "
+        "its HTTP and JSON work.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -170,6 +170,11 @@ def test_a_search_result_links_a_png_thumbnail(client: TestClient) -> None:
     assert client.get("/v1/items/first/image").status_code == 422
 
 
+def test_the_index_built_by_the_served_model_shares_its_weights(served_model) -> None:
+    service = create_app(settings(served_model)).state.service
+    assert service.index.model is service.predictor.model
+
+
 def test_data_dir_overrides_the_folder_images_are_read_from(
     served_model, predictor, index, tmp_path: Path
 ) -> None:

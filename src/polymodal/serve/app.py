@@ -163,7 +163,8 @@ class Service:
 
         After the warm-up, every object alive (the model, the app: some 200k objects) is moved
         out of the garbage collector's sight (``gc.freeze``): a full collection traversing them
-        stalled every request in flight for 130-200 ms, the service's worst latencies."""
+        stalled every request in flight for 130-200 ms, the service's worst latencies. They are
+        handed back on shutdown."""
         batchers = [b for b in (self.predictions, self.searches) if b is not None]
         for batcher in batchers:
             await batcher.start()
@@ -178,6 +179,7 @@ class Service:
             self.ready = False
             for batcher in batchers:
                 await batcher.stop()
+            gc.unfreeze()  # what the service held may be collected once it is gone
 
     def warm_up(self) -> None:
         """One prediction (and search) of placeholder values, so the first request is not slow."""
@@ -309,6 +311,8 @@ def create_app(
         )
     if index is None and settings.index_dir:
         index = VectorIndex.load(settings.index_dir)
+        if Path(index.info.model_dir).resolve() == Path(settings.model_dir).resolve():
+            index.model = predictor.model  # one copy of the weights, not two
     service = Service(settings, predictor, index)
     app = FastAPI(
         title="polymodal serve",
