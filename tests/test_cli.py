@@ -416,6 +416,19 @@ def test_demo_refuses_an_existing_folder_it_did_not_write(capsys, tmp_path):
     assert notes.read_text(encoding="utf-8") == "mine"
 
 
+def test_predict_names_the_tasks_it_gives(capsys, trained, tmp_path):
+    request = write_request(tmp_path, {"image": "pics/red.png"})
+    model_dir = trained["run_dir"] / "best"
+    code, out, err = cli(
+        capsys, "predict", model_dir, "--input", request, "--tasks", "classify_label"
+    )
+    assert code == 0, err
+    check_prediction(json.loads(out))
+    code, out, err = cli(capsys, "predict", model_dir, "--input", request, "--tasks", "clasify")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "no task 'clasify'; did you mean 'classify_label'?")
+
+
 def test_predict_a_misspelt_field(capsys, trained, tmp_path):
     request = write_request(tmp_path, {"image": "pics/red.png", "txet": "a red square"})
     code, out, err = cli(capsys, "predict", trained["run_dir"] / "best", "--input", request)

@@ -197,6 +197,21 @@ def test_cli_export_prints_its_parity(exported):
     assert "parity with eager PyTorch: max |difference|" in exported.printed.splitlines()[-1]
 
 
+def test_cli_predicts_on_the_exported_graphs(exported, tmp_path, capsys):
+    rows, base_dir = manifest_rows(exported.manifest, 2)
+    request = tmp_path / "rows.json"
+    request.write_text(json.dumps([{**row, "image": str(base_dir / row["image"])} for row in rows]))
+    task = ["--tasks", "vqa_answers"]
+    command = ["predict", str(exported.out), "--input", str(request), "--backend", "onnxruntime"]
+    assert main([*command, *task]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = Predictor.from_pretrained(exported.model_dir).predict(rows, base_dir)
+    assert [set(row) for row in printed] == [{"vqa_answers", "absent_inputs"}] * 2
+    assert [row["vqa_answers"]["answer"] for row in printed] == [
+        row["vqa_answers"]["answer"] for row in expected
+    ]
+
+
 def test_cli_export_names_a_missing_manifest(exported, tmp_path, capsys):
     missing = tmp_path / "nowhere.jsonl"
     assert main(["export", str(exported.model_dir), "--out", str(tmp_path), "--data", str(missing)])

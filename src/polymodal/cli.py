@@ -413,7 +413,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"--input {path} is not valid JSON: {err}") from None
     rows = row if isinstance(row, list) else [row]
-    predictions = Predictor.from_pretrained(args.model_dir).predict(rows, path.parent)
+    predictor = Predictor.from_pretrained(args.model_dir, backend=args.backend)
+    predictions = predictor.predict(rows, path.parent, tasks=args.tasks)
     print(json.dumps(predictions if isinstance(row, list) else predictions[0], indent=1))
     return 0
 
@@ -677,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("model_dir")
     pred.add_argument("--input", required=True, help="JSON file: a row object or a list of them")
+    pred.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' predictions")
+    pred.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="onnxruntime: the graphs polymodal export wrote in MODEL_DIR",
+    )
     pred.set_defaults(func=_cmd_predict)
 
     export = commands.add_parser(
