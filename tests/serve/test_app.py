@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -471,3 +473,31 @@ def test_the_access_log_has_no_payload_nor_key(served_model, predictor, b64: str
     assert len(lines) == 1 and lines[0].startswith("POST /v1/caption 200 ")
     assert lines[0].endswith(" ms batch=1")
     assert "s3cret" not in caplog.text and b64[:40] not in caplog.text
+
+
+def test_workers_share_out_the_cores_and_their_metrics(served_model, monkeypatch) -> None:
+    """``serve(workers=4)`` on 8 cores: 2 inference threads each, a fresh shared metrics
+    folder while they run, none left after; uvicorn is stood in for."""
+    import uvicorn
+
+    from polymodal.serve import app as app_module
+    from polymodal.serve.monitoring import SHARED_METRICS_ENV
+
+    seen: dict[str, Any] = {}
+
+    def run(target: Any, **options: Any) -> None:
+        seen.update(options, target=target, folder=os.environ.get(SHARED_METRICS_ENV))
+        seen["settings"] = ServeSettings.model_validate_json(os.environ[app_module.SETTINGS_ENV])
+        assert Path(seen["folder"]).is_dir() and not any(Path(seen["folder"]).iterdir())
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # this process's stay
+    monkeypatch.setenv(app_module.SETTINGS_ENV, "")  # so that it is removed after the test
+    monkeypatch.delenv(SHARED_METRICS_ENV, raising=False)
+    app_module.serve(settings(served_model), workers=4)
+    assert seen["workers"] == 4 and seen["settings"].threads == 2
+    assert seen["target"] == f"{app_module.__name__}:app_from_env"
+    assert SHARED_METRICS_ENV not in os.environ and not Path(seen["folder"]).exists()
+    app_module.serve(settings(served_model, threads=3), workers=4)
+    assert seen["settings"].threads == 3  # given: kept
