@@ -3,16 +3,16 @@
 The model is the packaged ShapeWorld statement classifier (image CNN + statement transformer,
 concat fusion, a true/false head) trained briefly on generated scenes, or the one ``--model``
 names. Two real ``polymodal serve`` processes run it, one micro-batching (``--max-batch 32
---max-wait-ms 5``), one serving each request alone (``--max-batch 1``); both stay up for the
-whole run, and only one is under load at a time. Clients in this process (asyncio, one httpx
-client and keep-alive connection each) send ``POST /v1/predict`` back to back: JSON bodies
-holding a scene's PNG in base64 and its statement (64 distinct rows, encoded once). At each
-number of clients, every round loads both servers for ``--duration`` seconds each (which goes
-first alternates); requests that start in the first ``--warmup`` seconds are left out.
+--max-wait-ms 0``, the defaults), one serving each request alone (``--max-batch 1``); both stay
+up for the whole run, and only one is under load at a time. Clients in this process (asyncio,
+one httpx client and keep-alive connection each) send ``POST /v1/predict`` back to back: JSON
+bodies holding a scene's PNG in base64 and its statement (64 distinct rows, encoded once). At
+each number of clients, every round loads both servers for ``--duration`` seconds each (which
+goes first alternates); requests that start in the first ``--warmup`` seconds are left out.
 Reported per server and number of clients, medians over the rounds: requests/s, p50 and p99
 latency, the mean batch size (the server's batch-size histogram), the CPUs the server and the
-clients used, the server's CPU milliseconds per request, errors (summed); and the
-micro-batching / batch-1 throughput ratio.
+clients used, the server's CPU milliseconds per request, errors (summed); and the micro-
+batching / batch-1 throughput ratio.
 
 Where the time goes is measured too: in this process, with the server's torch threads, one
 row's base64 + PNG decoding and preprocessing, the forward pass at batch 1 and per row at
@@ -21,7 +21,7 @@ both; and the server's CPU milliseconds per bare ``GET /healthz`` (HTTP alone).
 
     python benchmarks/serve_load.py [--model DIR] [--rows 2000] [--epochs 2]
         [--clients 1 8 32 64] [--duration 10] [--warmup 2] [--rounds 3] [--threads N]
-        [--max-batch 32] [--max-wait-ms 5] [--work DIR] [--quick]
+        [--max-batch 32] [--max-wait-ms 0] [--work DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ def docs_page(report: dict[str, Any], text: str) -> str:
         "statement classifier (a 64 px PNG in base64 and a statement per request), clients in "
         f"one process on the same machine; medians of {report['rounds']} rounds of "
         f"{report['duration_seconds']:g} s ({report['warmup_seconds']:g} s of warm-up left out), "
-        f"torch threads: {threads or 'every CPU'}, {report['machine']['available_cpus']} CPUs "
+        f"inference threads: {threads or 'every CPU'}, {report['machine']['available_cpus']} CPUs "
         f"({report['machine']['cpu_model']}), load average at the start "
         f"{report['load_average_start'][0]}. Every number: benchmarks/results/serve_load.json. "
         "Reproduce: `python benchmarks/serve_load.py"
@@ -384,10 +384,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out of each")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="inference threads (default: all)"
+    )
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "polymodal-bench"
     )

@@ -759,7 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference threads per process (default: all cores, shared out among --workers)",
     )
     srv.add_argument("--max-batch", type=int, default=32, help="rows predicted together")
-    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch fills")
+    srv.add_argument(
+        "--max-wait-ms", type=float, default=0.0, help="how long a lone row waits for company"
+    )
     srv.add_argument("--max-queue", type=int, default=256, help="rows waiting; beyond: 503")
     srv.add_argument("--timeout", type=float, default=30.0, help="seconds; beyond: 504")
     srv.add_argument("--max-body-mib", type=float, default=16.0, help="request body; beyond: 413")

@@ -67,7 +67,7 @@ class MicroBatcher(Generic[Item, Result]):
         self,
         process: Callable[[list[Item]], list[Result]],
         max_batch: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         max_queue: int = 256,
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,

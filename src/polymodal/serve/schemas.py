@@ -41,7 +41,9 @@ class ServeSettings(BaseModel):
     )
     api_key: str | None = Field(None, repr=False)
     max_batch: int = Field(32, ge=1, description="rows predicted together, at most")
-    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="how long a batch that would start alone waits for company"
+    )
     max_queue: int = Field(256, ge=1, description="rows waiting; beyond: 503")
     timeout_s: float = Field(30.0, gt=0, description="a request waiting longer: 504")
     max_body_bytes: int = Field(16 * MIB, ge=1, description="larger bodies: 413")
