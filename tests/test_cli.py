@@ -780,14 +780,18 @@ def test_serve_passes_its_options_and_the_key_from_the_environment(capsys, monke
     monkeypatch.setattr(serve_app, "serve", lambda *args: served.append(args))
     monkeypatch.setenv("POLYMODAL_API_KEY", "s3cret")
     code, _, _ = cli(
-        capsys, "serve", "best", "--max-batch", "4", "--max-body-mib", "2", "--workers", 3
+        capsys,
+        "serve",
+        "best",
+        *("--max-batch", "4", "--max-body-mib", "2", "--workers", 3, "--threads", 2),
     )
     assert code == 0
     ((settings, host, port, workers),) = served
     assert (host, port, workers) == ("127.0.0.1", 8000, 3)
     assert settings.model_dir == "best" and settings.api_key == "s3cret"
     assert settings.max_batch == 4 and settings.max_body_bytes == 2 * 2**20
-    assert settings.timeout_s == 30 and settings.max_queue == 256 and settings.max_wait_ms == 5
+    assert settings.timeout_s == 30 and settings.max_queue == 256 and settings.max_wait_ms == 0
+    assert settings.threads == 2
 
 
 def test_serve_names_the_option_out_of_range(capsys):
