@@ -3,7 +3,7 @@ collect -> metrics loop over a split."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,9 +35,15 @@ def eval_mode(model: MultimodalModel) -> Iterator[MultimodalModel]:
         model.train(was_training)
 
 
-def forward(model: MultimodalModel, batch: Batch, device: str | torch.device) -> dict[str, Any]:
-    """Each task's outputs for ``batch`` moved to ``device`` (call inside ``eval_mode``)."""
-    return model(batch.to(device))
+def forward(
+    model: MultimodalModel,
+    batch: Batch,
+    device: str | torch.device,
+    tasks: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Each task's outputs (or those of ``tasks``) for ``batch`` moved to ``device`` (without
+    gradients, in eval mode: inside ``eval_mode``)."""
+    return model(batch.to(device), tasks=tasks)
 
 
 def evaluate_model(

@@ -11,6 +11,7 @@ import torch
 from polymodal.data.pipeline import Example
 from polymodal.data.schema import Batch
 from polymodal.errors import DataError, ModelError, RowError, did_you_mean
+from polymodal.inference import forward
 from polymodal.models.model import MultimodalModel
 from polymodal.onnx_backend import OnnxRunner
 
@@ -108,7 +109,7 @@ class Predictor:
         with torch.no_grad():
             if self.runner is not None:
                 return self.runner(self.model, batch, tasks)
-            return self.model(batch.to(self.device), tasks=tasks)
+            return forward(self.model, batch, self.device, tasks)
 
     def postprocess(self, outputs: dict[str, Any], absent: list[list[str]]) -> list[dict[str, Any]]:
         """Each row's prediction per task (of those in ``outputs``), and ``absent_inputs``:
